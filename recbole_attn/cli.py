@@ -1,0 +1,81 @@
+"""Command line: ``recbole-attn [run] --model=M --dataset=D [--key=value | key=value ...]``.
+
+Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files --nproc
+--world_size --ip --port --group_offset``); every other ``--key=value`` (or bare
+``key=value``) overrides a config key, as on RecBole's command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recbole_attn.config import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recbole-attn",
+        description="Train and test a recbole-attn or RecBole model through RecBole's pipeline.",
+        epilog="Any other --key=value or key=value overrides that config key.",
+    )
+    p.add_argument("--model", "-m", default="AttRec", help="plugin or built-in model name")
+    p.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    p.add_argument("--config_files", default=None, help="space-separated YAML files")
+    p.add_argument("--nproc", type=int, default=1, help="processes on this machine")
+    p.add_argument("--world_size", type=int, default=-1, help="processes on all machines")
+    p.add_argument("--ip", default="localhost", help="address of the rank-0 machine")
+    p.add_argument("--port", default="5678", help="port of the rank-0 machine")
+    p.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
+    return p
+
+
+def parse_overrides(extra: list[str]) -> list[str]:
+    """``key=value`` / ``--key=value`` arguments as ``--key=value``; anything else is an error."""
+    out = []
+    for arg in extra:
+        body = arg[2:] if arg.startswith("--") else arg
+        key, sep, _ = body.partition("=")
+        if not sep or not key or body.count("=") != 1:
+            raise ConfigError(
+                f"cannot read argument '{arg}': write config overrides as key=value "
+                "or --key=value (e.g. epochs=1)"
+            )
+        out.append("--" + body)
+    return out
+
+
+def run_main(argv: list[str]) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        overrides = parse_overrides(extra)
+        # RecBole's Config reads --key=value from sys.argv, here and in spawned processes.
+        sys.argv = [sys.argv[0]] + overrides
+        from recbole_attn.quick_start import run
+
+        run(
+            args.model,
+            args.dataset,
+            config_file_list=args.config_files.split() if args.config_files else None,
+            nproc=args.nproc,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+        )
+    except ConfigError as err:
+        print(f"recbole-attn: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    return run_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Runners for plugin and built-in models: RecBole's quick_start without ray.
+
+``recbole.quick_start`` imports ray at module level and looks models up inside
+``recbole.model`` only; this module is its counterpart for both kinds of model, with the
+same signatures and return values.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import OrderedDict
+from collections.abc import MutableMapping
+from logging import getLogger
+
+import torch
+import torch.distributed as dist
+
+from recbole_attn.config import Config, get_model
+from recbole_attn.trainer import get_trainer, load_checkpoint
+
+from recbole.data import create_dataset, data_preparation  # noqa: E402
+from recbole.data.transform import construct_transform  # noqa: E402
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color  # noqa: E402
+
+
+def _build(config: Config, log: bool, with_trainer: bool = True):
+    """Dataset, splits, model and (optionally) trainer for a config, seeded as RecBole does."""
+    logger = getLogger()
+    torch.autograd.set_detect_anomaly(bool(config["detect_anomaly"]))
+    dataset = create_dataset(config)
+    if log:
+        logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = get_model(config["model"])
+    model = model_class(config, train_data._dataset).to(config["device"])
+    if log:
+        logger.info(model)
+        flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+    if not with_trainer:
+        return dataset, train_data, valid_data, test_data, model, None
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], model_class)(config, model)
+    return dataset, train_data, valid_data, test_data, model, trainer
+
+
+def _plain(result: dict | None) -> OrderedDict | None:
+    """Metric values as Python floats (numpy 2 prints np.float64(...) otherwise)."""
+    return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
+
+
+def run_recbole(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+    queue=None,
+) -> dict:
+    """Train and test one model in this process; RecBole's ``run_recbole``.
+
+    Returns:
+        ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``.
+    """
+    config = Config(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    _, train_data, valid_data, test_data, _, trainer = _build(config, log=True)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = _plain(
+        trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    )
+    best_valid_result = _plain(best_valid_result)
+
+    logger.info(
+        "The running environment of this training is as follows:\n"
+        + get_environment(config).draw()
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def run_recboles(rank: int, *args) -> None:
+    """Entry point of one spawned process in a distributed run."""
+    kwargs = args[-1]
+    if not isinstance(kwargs, MutableMapping):
+        raise ValueError(f"the last argument must be a dict, got {type(kwargs)}")
+    kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
+    run_recbole(*args[:3], **kwargs)
+
+
+def run(
+    model,
+    dataset,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
+) -> dict | None:
+    """Train and test a plugin or built-in model, on one process or ``nproc`` of them.
+
+    With ``nproc > 1`` (or ``world_size > 0``) it spawns processes that train through
+    torch.distributed: NCCL on GPUs, gloo where CUDA is absent. Returns RecBole's result
+    dict (rank 0's in a distributed run).
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_recbole(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_file_list,
+            config_dict=config_dict,
+            saved=saved,
+        )
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update(
+        {"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset}
+    )
+    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
+    mp.spawn(run_recboles, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def objective_function(config_dict=None, config_file_list=None, saved: bool = True) -> dict:
+    """Objective for ``recbole.trainer.HyperTuning``: train one configuration, quietly."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+    init_logger(config)
+    logging.basicConfig(level=logging.ERROR)
+    _, train_data, valid_data, test_data, _, trainer = _build(config, log=False)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=False, saved=saved
+    )
+    test_result = _plain(trainer.evaluate(test_data, load_best_model=saved))
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": _plain(best_valid_result),
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file: str):
+    """Rebuild config, model, dataset and splits from a checkpoint of a plugin or built-in model.
+
+    The checkpoint pickles its ``Config``: load only files you wrote or trust.
+
+    Returns:
+        ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    checkpoint = load_checkpoint(model_file)
+    config = checkpoint["config"]
+    config["device"] = torch.device(
+        "cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu"
+    )
+    config["single_spec"], config["local_rank"] = True, 0
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    getLogger().info(config)
+    dataset, train_data, valid_data, test_data, model, _ = _build(config, log=False, with_trainer=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+

@@ -1,0 +1,193 @@
+"""One test per fix in recbole_attn.compat (and the checkpoint fixes in trainer.py).
+
+Where a fix patches RecBole, a second test shows the failure it prevents, in a fresh
+interpreter that never imports recbole_attn.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_attn import compat
+from conftest import REPO, free_port, tiny_config
+
+
+def run_fresh(code: str) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh interpreter without recbole_attn."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+
+
+# -- pandas ----------------------------------------------------------------------------
+
+
+def test_pandas_3_is_refused_with_the_fix_named():
+    with pytest.raises(ImportError, match=r"pandas<3.*fillna"):
+        compat.check_pandas("3.0.0")
+    compat.check_pandas("2.2.3")  # accepted
+
+
+def test_installed_pandas_is_accepted():
+    import pandas
+
+    assert int(pandas.__version__.split(".")[0]) < 3
+
+
+# -- numpy 2 ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.0.0", reason="numpy 1 has the names")
+def test_recbole_config_fails_on_numpy2_without_the_aliases():
+    proc = run_fresh(
+        "from recbole.config.configurator import Config\nConfig.compatibility_settings(None)"
+    )
+    assert proc.returncode != 0 and "float_" in proc.stderr
+
+
+def test_recbole_config_and_metrics_work_with_the_aliases():
+    from recbole.config.configurator import Config as RecBoleConfig
+    from recbole.evaluator.metrics import NDCG
+
+    RecBoleConfig.compatibility_settings(None)  # np.float = np.float_ ...
+    metric = NDCG({"topk": [2], "metric_decimal_place": 4})
+    pos_index = np.array([[True, False], [False, True]])
+    pos_len = np.array([1, 1])
+    result = metric.metric_info(pos_index, pos_len)  # uses np.float
+    assert result[:, 1] == pytest.approx([1.0, 1 / np.log2(3)])
+
+
+# -- ray -------------------------------------------------------------------------------
+
+
+def test_a_run_never_imports_ray_or_recbole_quick_start(tmp_path):
+    from recbole_attn import run
+
+    run("AttRec", "tiny", config_dict=tiny_config(epochs=1, checkpoint_dir=str(tmp_path)))
+    assert "ray" not in sys.modules
+    assert "recbole.quick_start" not in sys.modules
+
+
+# -- anomaly mode ----------------------------------------------------------------------
+
+
+def test_recbole_model_import_turns_anomaly_mode_on_without_the_fix():
+    proc = run_fresh(
+        "import torch, recbole.model.sequential_recommender\n"
+        "print(torch.is_anomaly_enabled())"
+    )
+    assert proc.stdout.strip().endswith("True"), proc.stderr
+
+
+def test_anomaly_mode_is_off_after_any_model_lookup():
+    from recbole_attn.config import get_model
+
+    assert "recbole.model.sequential_recommender.sine" in sys.modules
+    assert not torch.is_anomaly_enabled()
+    get_model("SINE")
+    get_model("SASRec")
+    assert not torch.is_anomaly_enabled()
+
+
+def test_detect_anomaly_option_turns_it_on(tmp_path):
+    from recbole_attn import run
+
+    run(
+        "AttRec",
+        "tiny",
+        config_dict=tiny_config(epochs=1, detect_anomaly=True, checkpoint_dir=str(tmp_path)),
+    )
+    assert torch.is_anomaly_enabled()
+
+
+# -- GELU ------------------------------------------------------------------------------
+
+
+def test_feedforward_gelu_is_fused_and_equal_to_recboles():
+    from recbole.model.layers import FeedForward
+
+    ff = FeedForward(8, 16, 0.0, "gelu", 1e-12)
+    x = torch.randn(64, 16, requires_grad=True)
+    out = ff.intermediate_act_fn(x)
+    assert out.grad_fn.name() == "GeluBackward0"  # one fused op, not RecBole's 5
+    reference = x * 0.5 * (1.0 + torch.erf(x / np.sqrt(2.0)))
+    assert torch.allclose(out, reference, atol=1e-6)
+
+
+# -- distributed on CPU ----------------------------------------------------------------
+
+
+def test_recbole_ddp_accepts_a_cpu_model():
+    import torch.distributed as dist
+    import recbole.trainer.trainer as rb_trainer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        model = torch.nn.Linear(3, 2)
+        with pytest.raises(ValueError):  # what RecBole's call does without the fix
+            torch.nn.parallel.DistributedDataParallel(model, device_ids=[0])
+        ddp = rb_trainer.DistributedDataParallel(model, device_ids=[0])
+        assert ddp(torch.ones(1, 3)).shape == (1, 2)
+    finally:
+        dist.destroy_process_group()
+
+
+# -- checkpoints (recbole_attn.trainer) --------------------------------------------------
+
+
+def _checkpoint(tmp_path) -> str:
+    from recbole_attn import run
+
+    run("AttRec", "tiny", config_dict=tiny_config(epochs=1, checkpoint_dir=str(tmp_path)))
+    (path,) = tmp_path.glob("AttRec-*.pth")
+    return str(path)
+
+
+@pytest.mark.skipif(
+    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 6),
+    reason="torch < 2.6 loads with weights_only=False by default",
+)
+def test_default_torch_load_rejects_recbole_checkpoints(tmp_path):
+    path = _checkpoint(tmp_path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+def test_own_checkpoint_is_reloaded_after_training(tmp_path):
+    from recbole_attn.trainer import load_checkpoint
+
+    path = _checkpoint(tmp_path)  # run() reloaded it for the test evaluation
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["config"]["model"] == "AttRec" and "state_dict" in checkpoint
+
+
+def test_checkpoint_names_are_unique_within_one_second(tmp_path):
+    from recbole_attn.trainer import get_trainer
+    from conftest import build
+
+    config, model, *_ = build("AttRec", checkpoint_dir=str(tmp_path))
+    trainer_class = get_trainer(config["MODEL_TYPE"], "AttRec", type(model))
+    names = {trainer_class(config, model).saved_model_file for _ in range(5)}
+    assert len(names) == 5
+
+
+# -- ensure_dir race ---------------------------------------------------------------------
+
+
+def test_ensure_dir_tolerates_a_folder_created_concurrently(tmp_path, monkeypatch):
+    import os
+
+    import recbole.utils.logger as rb_logger
+
+    target = tmp_path / "log"
+    real_exists = os.path.exists
+    # Another process creates the folder between RecBole's exists() check and makedirs().
+    monkeypatch.setattr(os.path, "exists", lambda p: (target.mkdir(exist_ok=True), False)[1] if str(p) == str(target) else real_exists(p))
+    rb_logger.ensure_dir(str(target))  # RecBole's version raises FileExistsError here
+    assert target.is_dir()
