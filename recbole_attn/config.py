@@ -136,20 +136,17 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         self.plugin_defaults: dict = {}
-        model_yaml = PROPERTIES_DIR / "model" / f"{model}.yaml"
         if model in plugin_models():
+            model_yaml = PROPERTIES_DIR / "model" / f"{model}.yaml"
             if not model_yaml.is_file():
                 raise FileNotFoundError(f"plugin model {model} has no YAML at {model_yaml}")
             self.plugin_defaults = _load_yaml(model_yaml, self.yaml_loader)
-        for path, defaults in (
-            (PROPERTIES_DIR / "overall.yaml", None),
-            (model_yaml, self.plugin_defaults),
-            (PROPERTIES_DIR / "dataset" / f"{dataset}.yaml", None),
-        ):
-            if path.is_file():
-                self.internal_config_dict.update(
-                    defaults if defaults is not None else _load_yaml(path, self.yaml_loader)
-                )
+        overall = PROPERTIES_DIR / "overall.yaml"
+        preset = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
+        self.internal_config_dict.update(_load_yaml(overall, self.yaml_loader))
+        self.internal_config_dict.update(self.plugin_defaults)
+        if preset.is_file():
+            self.internal_config_dict.update(_load_yaml(preset, self.yaml_loader))
 
     def _set_default_parameters(self):
         self._check_plugin_types()
