@@ -1,0 +1,260 @@
+"""``recbole-attn report DIR``: markdown tables and PNG plots generated only from records.
+
+Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) and every
+``pipeline_overhead-*.json`` (records of ``benchmarks/pipeline_overhead.py``), and writes
+``DIR/report.md`` (or ``--doc``) plus plots next to it (or in ``--plots``). Nothing in
+the output is typed by hand: rerun this after adding records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+# RecBole's metrics where smaller is better (recbole.evaluator.smaller_metrics, lower case).
+SMALLER_IS_BETTER = {"logloss", "rmse", "mae"}
+
+
+def load_records(root: Path) -> tuple[list[dict], list[dict]]:
+    """(benchmark run records, pipeline-overhead records) found under ``root``."""
+    runs, overhead = [], []
+    for path in sorted(root.rglob("*.jsonl")):
+        with open(path) as f:
+            runs += [json.loads(line) for line in f if line.strip()]
+    for path in sorted(root.rglob("pipeline_overhead-*.json")):
+        overhead.append(json.loads(path.read_text()))
+    return runs, overhead
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+
+
+def _settings(records: list[dict]) -> str:
+    """The settings a group of runs shares: config files, overrides and key config values."""
+    first = records[0]
+    cfg = first.get("config", {})
+    parts = []
+    if first.get("config_files"):
+        parts.append("config files " + ", ".join(Path(f).name for f in first["config_files"]))
+    if first.get("overrides"):
+        parts.append("overrides `" + " ".join(first["overrides"]) + "`")
+    for key in ("eval_args", "MAX_ITEM_LIST_LENGTH", "train_batch_size", "epochs", "stopping_step"):
+        if key in cfg:
+            parts.append(f"{key}={cfg[key]}")
+    return "; ".join(parts)
+
+
+def summarise(records: list[dict]) -> dict[str, dict]:
+    """Per model: n seeds, test metrics (mean, std), epochs, epoch time, memory, parameters."""
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_model[r["model"]].append(r)
+    out = {}
+    for model, rs in by_model.items():
+        metrics = sorted({k for r in rs for k in r["test"]})
+        out[model] = {
+            "n": len(rs),
+            "seeds": sorted(r["seed"] for r in rs),
+            "test": {m: mean_std([r["test"][m] for r in rs if m in r["test"]]) for m in metrics},
+            "epochs": statistics.fmean(r["epochs_trained"] for r in rs),
+            "epoch_s": mean_std([r["median_epoch_s"] for r in rs if r["median_epoch_s"] is not None]),
+            "memory_mib": statistics.fmean(r["peak_memory_bytes"] for r in rs) / 2**20,
+            "memory_kind": rs[0]["peak_memory_kind"],
+            "parameters": rs[0]["parameters"],
+        }
+    return out
+
+
+def _best(summary: dict[str, dict], metric: str) -> str:
+    pick = min if metric.split("@")[0] in SMALLER_IS_BETTER else max
+    return pick(summary, key=lambda m: summary[m]["test"].get(metric, (math.nan,))[0])
+
+
+def train_table(dataset: str, records: list[dict]) -> list[str]:
+    summary = summarise(records)
+    metrics = sorted({m for s in summary.values() for m in s["test"]})
+    devices = sorted({r["device"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    lines = [
+        f"### {dataset}: test metrics, mean ± std over seeds {', '.join(map(str, seeds))}",
+        "",
+        f"Device: {'; '.join(devices)}. Settings: {_settings(records)}. Best per column in bold.",
+        "",
+        "| model | runs | " + " | ".join(metrics) + " | epochs | s/epoch (median) | peak memory MiB | parameters |",
+        "|---|---|" + "---|" * len(metrics) + "---|---|---|---|",
+    ]
+    best = {m: _best(summary, m) for m in metrics}
+    for model, s in sorted(summary.items()):
+        cells = []
+        for m in metrics:
+            if m not in s["test"]:
+                cells.append("")
+                continue
+            text = _fmt(*s["test"][m], s["n"])
+            cells.append(f"**{text}**" if best[m] == model else text)
+        lines.append(
+            f"| {model} | {s['n']} | " + " | ".join(cells)
+            + f" | {s['epochs']:.1f} | {s['epoch_s'][0]:.2f} | {s['memory_mib']:.0f} ({s['memory_kind']}) | {s['parameters']:,} |"
+        )
+    return lines + [""]
+
+
+def throughput_table(dataset: str, records: list[dict]) -> list[str]:
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_model[r["model"]].append(r["throughput"])
+    lines = [
+        f"### {dataset}: training steps through RecBole's data loader vs on pre-loaded batches",
+        "",
+        f"Device: {'; '.join(sorted({r['device'] for r in records}))}. "
+        f"Settings: {_settings(records)}. Ratio = loader time / pre-loaded time (1.0 = no overhead).",
+        "",
+        "| model | runs | steps | loader steps/s | pre-loaded steps/s | overhead ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, ts in sorted(by_model.items()):
+        lines.append(
+            f"| {model} | {len(ts)} | {ts[0]['steps']} "
+            f"| {statistics.fmean(t['pipeline_steps_per_s'] for t in ts):.2f} "
+            f"| {statistics.fmean(t['direct_steps_per_s'] for t in ts):.2f} "
+            f"| {statistics.fmean(t['overhead_ratio'] for t in ts):.2f}x |"
+        )
+    return lines + [""]
+
+
+def overhead_table(records: list[dict]) -> list[str]:
+    lines = [
+        "## Training epoch: RecBole's own pipeline vs recbole-attn's runner",
+        "",
+        "Same model, data, config and seed, one process after the other on one machine",
+        "(`python benchmarks/pipeline_overhead.py --model SASRec --dataset ml-100k --seed 2020`).",
+        "`recbole` = RecBole 1.2.1's Config/Trainer as its `run_recbole` uses them, plus only the",
+        "numpy aliases it needs to start on numpy 2; `ours` = `recbole_attn` with every compat",
+        "fix (anomaly mode off, fused GELU). A `+` after the git SHA: uncommitted changes.",
+        "",
+        "| date | git | device | model / dataset | seed | epochs | recbole s/epoch | ours s/epoch | ratio | train loss recbole / ours | same loss (4 sig.) | same valid (3 dp) | valid NDCG@10 recbole / ours |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        rb, ours = r["runs"]["recbole"], r["runs"]["ours"]
+        n = len(ours["epoch_times_s"])
+        lines.append(
+            f"| {r['date'][:10]} | `{r['git_sha'][:8]}`{'+' if r['git_dirty'] else ''} | {r['device']} "
+            f"| {r['model']} / {r['dataset']} | {r['seed']} | {n} "
+            f"| {sum(rb['epoch_times_s']) / n:.1f} | {sum(ours['epoch_times_s']) / n:.1f} "
+            f"| {r['epoch_time_ratio']:.2f}x "
+            f"| {rb['train_losses'][-1]:.4f} / {ours['train_losses'][-1]:.4f} "
+            f"| {'yes' if r['loss_match_4_significant'] else 'NO'} "
+            f"| {'yes' if r['valid_match_3_decimals'] else 'NO'} "
+            f"| {rb['valid_result'].get('ndcg@10', math.nan):.4f} / {ours['valid_result'].get('ndcg@10', math.nan):.4f} |"
+        )
+    return lines + [""]
+
+
+def plot_dataset(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]:
+    """Metric bars with error bars, and epoch-time / peak-memory bars: two PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(records)
+    models = sorted(summary)
+    metrics = sorted({m for s in summary.values() for m in s["test"]})
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        means = [summary[m]["test"].get(metric, (math.nan, 0))[0] for m in models]
+        stds = [summary[m]["test"].get(metric, (0, 0))[1] for m in models]
+        ax.bar(models, means, yerr=stds, capsize=3, color="tab:blue")
+        ax.set_title(metric)
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    fig.suptitle(f"{dataset}: test metrics (mean ± std over seeds)")
+    fig.tight_layout()
+    paths.append(plot_dir / f"{dataset}-metrics.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(8, 3.4))
+    ax_t.bar(models, [summary[m]["epoch_s"][0] for m in models],
+             yerr=[summary[m]["epoch_s"][1] for m in models], capsize=3, color="tab:orange")
+    ax_t.set_title("median epoch time (s)")
+    ax_m.bar(models, [summary[m]["memory_mib"] for m in models], color="tab:green")
+    ax_m.set_title(f"peak memory (MiB, {summary[models[0]]['memory_kind']})")
+    for ax in (ax_t, ax_m):
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    fig.suptitle(f"{dataset}: cost ({'; '.join(sorted({r['device'] for r in records}))})", fontsize=9)
+    fig.tight_layout()
+    paths.append(plot_dir / f"{dataset}-cost.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def render(root: Path, doc: Path, plot_dir: Path) -> str:
+    """Write the markdown report (and plots) for every record under ``root``; returns the text."""
+    runs, overhead = load_records(root)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `recbole-attn report` from the records under `{os.path.relpath(root, doc.parent)}`;",
+        "do not edit by hand.",
+        "",
+    ]
+    if overhead:
+        lines += overhead_table(overhead)
+    ok = [r for r in runs if r.get("status") == "ok"]
+    for kind, title in (("train", "Model comparison"), ("throughput", "Data pipeline overhead")):
+        group = [r for r in ok if r.get("kind", "train") == kind]
+        if not group:
+            continue
+        lines += [f"## {title}", ""]
+        for dataset in sorted({r["dataset"] for r in group}):
+            records = [r for r in group if r["dataset"] == dataset]
+            if kind == "train":
+                lines += train_table(dataset, records)
+                for path in plot_dataset(dataset, records, plot_dir):
+                    lines += [f"![{path.stem}]({os.path.relpath(path, doc.parent)})", ""]
+            else:
+                lines += throughput_table(dataset, records)
+    failed = [r for r in runs if r.get("status") != "ok"]
+    if failed:
+        lines += ["## Failed runs", ""]
+        lines += [
+            f"- {r['model']} on {r['dataset']}, seed {r['seed']} ({r['date'][:10]}): "
+            f"`{(r.get('error') or '').strip().splitlines()[-1] if r.get('error') else 'no error text'}`"
+            for r in failed
+        ]
+        lines.append("")
+    text = "\n".join(lines)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    return text
+
+
+def report_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="recbole-attn report", description=__doc__.split("\n\n")[0])
+    p.add_argument("dir", help="folder with records (searched recursively)")
+    p.add_argument("--doc", default=None, help="markdown file to write (default DIR/report.md)")
+    p.add_argument("--plots", default=None, help="folder for PNG plots (default: next to the doc)")
+    args = p.parse_args(argv)
+    root = Path(args.dir).resolve()
+    if not root.is_dir():
+        raise SystemExit(f"recbole-attn report: error: no such folder: {root}")
+    doc = Path(args.doc).resolve() if args.doc else root / "report.md"
+    plot_dir = Path(args.plots).resolve() if args.plots else doc.parent
+    render(root, doc, plot_dir)
+    print(f"wrote {doc}")
+    return 0

@@ -1,0 +1,242 @@
+"""``recbole-attn benchmark``: every model x seed on one split, one JSON record per run.
+
+Each run trains in its own process (a crash or an out-of-memory kills only that run, and
+peak memory is the run's own), through the same runner as ``run_recbole_attn.py``. The
+parent appends each run's record to ``<out>/records.jsonl`` as soon as it ends; a failed
+run is recorded with ``status: failed`` and its error, and the others go on.
+
+With ``--throughput`` each run instead measures training steps through RecBole's data
+loader against the same model's forward+backward on the same batches already on the
+device; their ratio is the data pipeline's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from recbole_attn.benchmark.environment import REPO, environment
+from recbole_attn.benchmark.timing import time_epochs
+
+THROUGHPUT_STEPS = 50
+
+
+def _peak_memory_bytes(device) -> tuple[int, str]:
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(), "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
+
+
+def _steps(model, optimizer, batches, device) -> float:
+    """Seconds for one optimisation step per batch (batches moved to ``device`` inside)."""
+    import torch
+
+    model.train()
+    start = time.perf_counter()
+    for batch in batches:
+        batch = batch.to(device)
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss = sum(loss) if isinstance(loss, tuple) else loss
+        loss.backward()
+        optimizer.step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure_throughput(trainer, train_data, device, steps: int = THROUGHPUT_STEPS) -> dict:
+    """Training steps through RecBole's loader vs on the same batches pre-loaded on the device."""
+    import itertools
+
+    loader_batches = itertools.islice(iter(train_data), steps)
+    pipeline_s = _steps(trainer.model, trainer.optimizer, loader_batches, device)
+    cached = [b.to(device) for b in itertools.islice(iter(train_data), steps)]
+    direct_s = _steps(trainer.model, trainer.optimizer, cached, device)
+    n = len(cached)
+    return {
+        "steps": n,
+        "pipeline_s": pipeline_s,
+        "direct_s": direct_s,
+        "pipeline_steps_per_s": n / pipeline_s,
+        "direct_steps_per_s": n / direct_s,
+        "overhead_ratio": pipeline_s / direct_s,
+    }
+
+
+def train_one(
+    model: str,
+    dataset: str,
+    seed: int,
+    config_files: list[str] | None = None,
+    config_dict: dict | None = None,
+    throughput: bool = False,
+) -> dict:
+    """Train and test one model in this process; the measurements of a record.
+
+    ``--key=value`` overrides are read from ``sys.argv`` by RecBole's Config, as in a run.
+    """
+    import torch
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_attn.config import Config
+    from recbole_attn.quick_start import _build, _plain
+
+    config = Config(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_files,
+        config_dict={**(config_dict or {}), "seed": seed},
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    _, train_data, valid_data, test_data, net, trainer = _build(config, log=False)
+    device = config["device"]
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    out: dict = {
+        "config": json.loads(json.dumps(dict(config.final_config_dict), default=str)),
+        "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+    }
+    start = time.perf_counter()
+    if throughput:
+        out["throughput"] = measure_throughput(trainer, train_data, device)
+    else:
+        epoch_times = time_epochs(trainer)
+        best_valid_score, best_valid = trainer.fit(
+            train_data, valid_data, saved=True, show_progress=False
+        )
+        test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+        out.update(
+            epochs_trained=len(epoch_times),
+            median_epoch_s=statistics.median(epoch_times) if epoch_times else None,
+            best_valid_score=float(best_valid_score),
+            best_valid=_plain(best_valid),
+            test=_plain(test),
+        )
+    out["run_time_s"] = time.perf_counter() - start
+    out["peak_memory_bytes"], out["peak_memory_kind"] = _peak_memory_bytes(device)
+    out["device_type"] = str(device)
+    return out
+
+
+def run_benchmark(
+    models: list[str],
+    dataset: str,
+    seeds: list[int],
+    out_dir: Path,
+    config_files: list[str] | None = None,
+    overrides: list[str] | None = None,
+    throughput: bool = False,
+    show_progress: bool = True,
+) -> list[dict]:
+    """Train every model x seed in its own process; append one record per run to records.jsonl.
+
+    ``overrides`` are ``--key=value`` strings, given to every run's command line.
+    """
+    from tqdm import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records_file = out_dir / "records.jsonl"
+    records = []
+    runs = [(m, s) for m in models for s in seeds]
+    bar = tqdm(runs, desc="benchmark", disable=not show_progress, ncols=100)
+    for model, seed in bar:
+        bar.set_postfix_str(f"{model} seed={seed}")
+        job = {
+            "model": model,
+            "dataset": dataset,
+            "seed": seed,
+            "config_files": config_files,
+            "config_dict": {"checkpoint_dir": str(out_dir / "checkpoints")},
+            "throughput": throughput,
+        }
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "recbole_attn.benchmark.runner", "--child", json.dumps(job), *(overrides or [])],
+            capture_output=True,
+            text=True,
+            cwd=out_dir,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))),
+        )
+        record = {
+            "kind": "throughput" if throughput else "train",
+            "model": model,
+            "dataset": dataset,
+            "seed": seed,
+            "config_files": config_files,
+            "overrides": overrides or [],
+        }
+        result_line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if proc.returncode == 0 and result_line.startswith("{"):
+            measured = json.loads(result_line)
+            record.update(environment(measured["device_type"]), status="ok", **measured)
+        else:
+            record.update(environment(), status="failed", error=proc.stderr.strip()[-4000:])
+        record["wall_time_s"] = time.perf_counter() - started
+        with open(records_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        records.append(record)
+    return records
+
+
+def benchmark_main(argv: list[str]) -> int:
+    from recbole_attn.cli import parse_overrides
+
+    p = argparse.ArgumentParser(
+        prog="recbole-attn benchmark",
+        description="Train models x seeds on one split and record each run.",
+        epilog="Any other key=value or --key=value overrides that config key for every run.",
+    )
+    p.add_argument("--models", required=True, help="comma-separated model names")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seeds", default="2020", help="comma-separated seeds")
+    p.add_argument("--config_files", default=None, help="space-separated YAML files")
+    p.add_argument("--out", default="benchmark-out", help="folder for records.jsonl")
+    p.add_argument("--throughput", action="store_true", help="measure the data pipeline's overhead")
+    p.add_argument("--no-progress", action="store_true")
+    args, extra = p.parse_known_args(argv)
+    records = run_benchmark(
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        dataset=args.dataset,
+        seeds=[int(s) for s in args.seeds.split(",")],
+        out_dir=Path(args.out).resolve(),
+        config_files=[str(Path(f).resolve()) for f in args.config_files.split()] if args.config_files else None,
+        overrides=parse_overrides(extra),
+        throughput=args.throughput,
+        show_progress=not args.no_progress,
+    )
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"{len(records)} runs recorded in {Path(args.out).resolve() / 'records.jsonl'}, {len(failed)} failed")
+    for r in failed:
+        print(f"  failed: {r['model']} seed={r['seed']}: {r['error'].splitlines()[-1] if r['error'] else ''}")
+    return 1 if failed else 0
+
+
+def _child(job: dict, overrides: list[str]) -> int:
+    sys.argv = sys.argv[:1] + overrides  # RecBole's Config reads --key=value from argv
+    result = train_one(
+        job["model"],
+        job["dataset"],
+        job["seed"],
+        job.get("config_files"),
+        job.get("config_dict"),
+        job.get("throughput", False),
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        sys.exit(_child(json.loads(sys.argv[2]), sys.argv[3:]))
+    sys.exit(benchmark_main(sys.argv[1:]))
