@@ -1,5 +1,10 @@
 """Command line: ``recbole-attn [run] --model=M --dataset=D [--key=value | key=value ...]``.
 
+Subcommands: ``run`` (the default), ``convert {s3rec,taobao} ...`` (raw data to atomic
+files, ``recbole_attn.data.convert``), ``benchmark`` (models x seeds, one record per run,
+``recbole_attn.benchmark.runner``) and ``report DIR`` (tables and plots from records,
+``recbole_attn.benchmark.report``).
+
 Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files --nproc
 --world_size --ip --port --group_offset``); every other ``--key=value`` (or bare
 ``key=value``) overrides a config key, as on RecBole's command line.
@@ -15,7 +20,7 @@ from recbole_attn.config import ConfigError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="recbole-attn",
+        prog="recbole-attn [run]",
         description="Train and test a recbole-attn or RecBole model through RecBole's pipeline.",
         epilog="Any other --key=value or key=value overrides that config key.",
     )
@@ -48,33 +53,51 @@ def parse_overrides(extra: list[str]) -> list[str]:
 def run_main(argv: list[str]) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    try:
-        overrides = parse_overrides(extra)
-        # RecBole's Config reads --key=value from sys.argv, here and in spawned processes.
-        sys.argv = [sys.argv[0]] + overrides
-        from recbole_attn.quick_start import run
+    overrides = parse_overrides(extra)
+    # RecBole's Config reads --key=value from sys.argv, here and in spawned processes.
+    sys.argv = [sys.argv[0]] + overrides
+    from recbole_attn.quick_start import run
 
-        run(
-            args.model,
-            args.dataset,
-            config_file_list=args.config_files.split() if args.config_files else None,
-            nproc=args.nproc,
-            world_size=args.world_size,
-            ip=args.ip,
-            port=args.port,
-            group_offset=args.group_offset,
-        )
-    except ConfigError as err:
-        print(f"recbole-attn: error: {err}", file=sys.stderr)
-        return 2
+    run(
+        args.model,
+        args.dataset,
+        config_file_list=args.config_files.split() if args.config_files else None,
+        nproc=args.nproc,
+        world_size=args.world_size,
+        ip=args.ip,
+        port=args.port,
+        group_offset=args.group_offset,
+    )
     return 0
+
+
+def _subcommand(name: str):
+    if name == "convert":
+        from recbole_attn.data.convert import main as convert_main
+
+        return convert_main
+    if name == "benchmark":
+        from recbole_attn.benchmark.runner import benchmark_main
+
+        return benchmark_main
+    if name == "report":
+        from recbole_attn.benchmark.report import report_main
+
+        return report_main
+    return run_main
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "run":
-        argv = argv[1:]
-    return run_main(argv)
+    if argv and argv[0] in ("run", "convert", "benchmark", "report"):
+        command, argv = _subcommand(argv[0]), argv[1:]
+    else:
+        command = run_main
+    try:
+        return command(argv)
+    except ConfigError as err:
+        print(f"recbole-attn: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -61,3 +61,11 @@ def test_cli_trains_with_two_processes_on_cpu(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert "test result" in out
     assert "world_size = 2" in out or "world_size" in out
+
+
+def test_subcommands_are_dispatched(capsys, tmp_path):
+    assert main(["benchmark", "--models", "AttRec", "--dataset", "tiny", "--seeds", "1", "bad-arg"]) == 2
+    assert "cannot read argument 'bad-arg'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path / "missing")])
+    assert main(["report", str(tmp_path)]) == 0 and (tmp_path / "report.md").is_file()
