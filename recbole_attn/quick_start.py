@@ -20,9 +20,9 @@ import torch.distributed as dist
 from recbole_attn.config import Config, get_model
 from recbole_attn.trainer import get_trainer, load_checkpoint
 
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.data.transform import construct_transform  # noqa: E402
-from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color  # noqa: E402
+from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 
 def _build(config: Config, log: bool, with_trainer: bool = True):
@@ -110,7 +110,7 @@ def run_recboles(rank: int, *args) -> None:
     kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         # Each process would start one thread per core: oversubscribed, gloo training on
-        # 2 cores ran 23x slower (249 s vs 10.8 s per AttRec ml-100k epoch, 2 processes).
+        # 2 cores ran 28x slower (249 s vs 8.9 s per AttRec ml-100k epoch, 2 processes).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // kwargs["config_dict"]["nproc"]))
     run_recbole(*args[:3], **kwargs)
 
