@@ -32,6 +32,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One intra-op thread: the test models are tiny, and on a busy 2-core machine torch's
+    thread pool made each small op ~100x slower than one thread (spawned runs set their own)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Each test runs in its own folder (RecBole writes log/, saved/ there) with a bare argv."""

@@ -1,0 +1,66 @@
+"""AttnBERT4Rec: BERT4Rec as in its paper, built on NOVABERT without side information.
+
+Paper: Fei Sun, Jun Liu, Jian Wu, Changhua Pei, Xiao Lin, Wenwu Ou, Peng Jiang.
+"BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations from
+Transformer", CIKM 2019, arXiv 1904.06690.
+
+Named ``AttnBERT4Rec`` so as not to shadow RecBole's own ``BERT4Rec`` (RecBole keys its
+presets and checkpoints on the class name). It differs from RecBole's BERT4Rec in the
+cloze masking (vectorised on the device, fresh every batch, instead of a per-row Python
+loop in the data transform) and in training on the target appended to the history.
+
+Deviations from the paper: those of NOVABERT's cloze training, listed in
+``recbole_attn/model/sequential_recommender/nova_bert.py`` (sample construction, the
+share of last-item-only samples, training schedule, initialisation).
+"""
+
+from __future__ import annotations
+
+from recbole_attn.config import ConfigError
+from recbole_attn.model.sequential_recommender.nova_bert import NOVABERT
+
+# What makes NOVABERT the paper's BERT4Rec: input = LayerNorm(item + position), no side fields.
+BERT4REC_SIDE_OPTIONS = {
+    "item_side_fields": [],
+    "behavior_side_fields": [],
+    "use_position": True,
+    "behavior_float_encoding": "bucket",
+    "num_buckets": 1,
+    "fusion_type": "add",
+    "attention_type": "invasive",
+}
+
+
+class AttnBERT4Rec(NOVABERT):
+    r"""BERT4Rec (Sun et al.): NOVABERT with ``attention_type: invasive``, ``fusion_type: add``,
+    learned positions and no other side information.
+
+    Equations of the paper -> methods (all inherited from ``NOVABERT``):
+
+    - Embedding layer h^0_i = v_i + p_i, LayerNorm, dropout -> ``NOVABERT.forward``.
+    - Transformer layer: multi-head self-attention over the whole sequence (bidirectional),
+      position-wise feed-forward with GELU, residual, dropout, LayerNorm ->
+      ``NOVALayer.forward``.
+    - Output layer P(v) = softmax(GELU(h W^P + b^P) E^T + b^O) -> ``NOVABERT.forward``,
+      ``NOVABERT.logits``.
+    - Cloze objective on masked items -> ``NOVABERT.calculate_loss``, ``cloze_mask``.
+    - Test: append [mask] after the history -> ``NOVABERT.full_sort_predict``.
+
+    Side-information settings are fixed; setting one to another value raises
+    ``ConfigError`` (use NOVABERT for side information).
+    """
+
+    def _side_options(self, config) -> dict:
+        for key, fixed in BERT4REC_SIDE_OPTIONS.items():
+            if key in ("num_buckets", "behavior_float_encoding"):
+                continue  # unused without float side fields
+            value = config.final_config_dict.get(key)
+            if value is None:
+                continue
+            if (list(value) if isinstance(value, (list, tuple)) else value) != fixed:
+                raise ConfigError(
+                    f"AttnBERT4Rec is BERT4Rec without side information: {key} is fixed to "
+                    f"{fixed!r}, got {value!r}. Use --model=NOVABERT for side information."
+                )
+        fixed = BERT4REC_SIDE_OPTIONS
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in fixed.items()}
