@@ -61,10 +61,10 @@ def _train_child(pipeline: str, model: str, dataset: str, config_dict: dict) -> 
     else:
         import recbole_attn  # noqa: F401
         from recbole_attn.config import Config
-        from recbole_attn.quick_start import _build
+        from recbole_attn.quick_start import prepare
 
         def build(config):
-            _, train, valid, _, net, trainer = _build(config, log=False)
+            _, train, valid, _, net, trainer = prepare(config, log=False)
             return train, valid, net, trainer
 
     import torch

@@ -25,7 +25,7 @@ from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 
-def _build(config: Config, log: bool, with_trainer: bool = True):
+def prepare(config: Config, log: bool, with_trainer: bool = True):
     """Dataset, splits, model and (optionally) trainer for a config, seeded as RecBole does."""
     logger = getLogger()
     torch.autograd.set_detect_anomaly(bool(config["detect_anomaly"]))
@@ -46,7 +46,7 @@ def _build(config: Config, log: bool, with_trainer: bool = True):
     return dataset, train_data, valid_data, test_data, model, trainer
 
 
-def _plain(result: dict | None) -> OrderedDict | None:
+def as_floats(result: dict | None) -> OrderedDict | None:
     """Metric values as Python floats (numpy 2 prints np.float64(...) otherwise)."""
     return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
 
@@ -73,14 +73,14 @@ def run_recbole(
     logger.info(sys.argv)
     logger.info(config)
 
-    _, train_data, valid_data, test_data, _, trainer = _build(config, log=True)
+    _, train_data, valid_data, test_data, _, trainer = prepare(config, log=True)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
-    test_result = _plain(
+    test_result = as_floats(
         trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     )
-    best_valid_result = _plain(best_valid_result)
+    best_valid_result = as_floats(best_valid_result)
 
     logger.info(
         "The running environment of this training is as follows:\n"
@@ -163,16 +163,16 @@ def objective_function(config_dict=None, config_file_list=None, saved: bool = Tr
         logger.removeHandler(handler)
     init_logger(config)
     logging.basicConfig(level=logging.ERROR)
-    _, train_data, valid_data, test_data, _, trainer = _build(config, log=False)
+    _, train_data, valid_data, test_data, _, trainer = prepare(config, log=False)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=False, saved=saved
     )
-    test_result = _plain(trainer.evaluate(test_data, load_best_model=saved))
+    test_result = as_floats(trainer.evaluate(test_data, load_best_model=saved))
     return {
         "model": config["model"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": _plain(best_valid_result),
+        "best_valid_result": as_floats(best_valid_result),
         "test_result": test_result,
     }
 
@@ -194,7 +194,7 @@ def load_data_and_model(model_file: str):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     getLogger().info(config)
-    dataset, train_data, valid_data, test_data, model, _ = _build(config, log=False, with_trainer=False)
+    dataset, train_data, valid_data, test_data, model, _ = prepare(config, log=False, with_trainer=False)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

@@ -65,9 +65,9 @@ def build(model: str, **overrides):
     from recbole.utils import init_seed
 
     from recbole_attn.config import Config
-    from recbole_attn.quick_start import _build
+    from recbole_attn.quick_start import prepare
 
     config = Config(model=model, dataset="tiny", config_dict=tiny_config(**overrides))
     init_seed(config["seed"], config["reproducibility"])
-    _, train_data, valid_data, test_data, net, _ = _build(config, log=False, with_trainer=False)
+    _, train_data, valid_data, test_data, net, _ = prepare(config, log=False, with_trainer=False)
     return config, net, train_data, valid_data, test_data

@@ -319,7 +319,7 @@ def test_item_field_of_an_unsupported_type_is_refused(tmp_path):
     from recbole.utils import init_seed
 
     from recbole_attn.config import Config
-    from recbole_attn.quick_start import _build
+    from recbole_attn.quick_start import prepare
 
     folder = tmp_path / "vec"
     folder.mkdir()
@@ -339,7 +339,7 @@ def test_item_field_of_an_unsupported_type_is_refused(tmp_path):
     init_seed(config["seed"], config["reproducibility"])
     message = r"'embedding' has type float_seq.*token, token_seq, float"
     with pytest.raises(ConfigError, match=message):
-        _build(config, log=False, with_trainer=False)
+        prepare(config, log=False, with_trainer=False)
 
 
 @pytest.mark.parametrize(

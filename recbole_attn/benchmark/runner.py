@@ -89,7 +89,7 @@ def train_one(
     from recbole.utils import init_logger, init_seed
 
     from recbole_attn.config import Config
-    from recbole_attn.quick_start import _build, _plain
+    from recbole_attn.quick_start import as_floats, prepare
 
     config = Config(
         model=model,
@@ -99,7 +99,7 @@ def train_one(
     )
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    _, train_data, valid_data, test_data, net, trainer = _build(config, log=False)
+    _, train_data, valid_data, test_data, net, trainer = prepare(config, log=False)
     device = config["device"]
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -120,8 +120,8 @@ def train_one(
             epochs_trained=len(epoch_times),
             median_epoch_s=statistics.median(epoch_times) if epoch_times else None,
             best_valid_score=float(best_valid_score),
-            best_valid=_plain(best_valid),
-            test=_plain(test),
+            best_valid=as_floats(best_valid),
+            test=as_floats(test),
         )
     out["run_time_s"] = time.perf_counter() - start
     out["peak_memory_bytes"], out["peak_memory_kind"] = _peak_memory_bytes(device)
