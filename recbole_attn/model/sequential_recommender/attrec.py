@@ -20,6 +20,11 @@ Deviations from the paper:
   that item then attends to itself (the paper does not say).
 - ``score_mode: inner`` (inner products, BPR loss) is the paper's dot-product variant
   in its ablation; ``dist`` is the model of the paper.
+
+Evaluation note: RecBole's sequential protocol ranks all items, the ones already in the
+user's history included. The long-term term pulls U_u towards every item the user
+consumed, so AttRec ranks those high; expect lower numbers under this protocol than
+under one that ranks only unseen items.
 """
 
 from __future__ import annotations
