@@ -1,9 +1,9 @@
 """What RecBole's trainers lack: unique checkpoint names and loading their own checkpoints.
 
 RecBole 1.2.1 names checkpoints ``<model>-<Mon-DD-YYYY_HH-MM-SS>.pth``: two runs started
-in the same second write (and reload) the same file. And its ``Trainer.evaluate`` reloads
-the best checkpoint with ``torch.load``'s default, ``weights_only=True`` since torch 2.6,
-which cannot unpickle the ``Config`` stored inside and fails with ``UnpicklingError``.
+in the same second write (and reload) the same file. And its ``Trainer.evaluate`` and
+``resume_checkpoint`` read checkpoints with ``torch.load``'s default, ``weights_only=True``
+since torch 2.6, which cannot unpickle the ``Config`` stored inside (``UnpicklingError``).
 
 ``get_trainer`` returns RecBole's trainer for the model (or the plugin model's own
 ``trainer_class``) with ``CheckpointMixin`` in front. Only files this project writes are
@@ -51,6 +51,24 @@ class CheckpointMixin:
             dist.broadcast_object_list(shared, src=0)
             name = shared[0]
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
+
+    def resume_checkpoint(self, resume_file) -> None:
+        """RecBole's ``resume_checkpoint``, reading the file with ``load_checkpoint``."""
+        resume_file = str(resume_file)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                f"checkpoint {resume_file} is of model {checkpoint['config']['model']}, "
+                f"not {self.config['model']}: loading its weights may fail"
+            )
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -191,3 +191,16 @@ def test_ensure_dir_tolerates_a_folder_created_concurrently(tmp_path, monkeypatc
     monkeypatch.setattr(os.path, "exists", lambda p: (target.mkdir(exist_ok=True), False)[1] if str(p) == str(target) else real_exists(p))
     rb_logger.ensure_dir(str(target))  # RecBole's version raises FileExistsError here
     assert target.is_dir()
+
+
+def test_training_resumes_from_an_own_checkpoint(tmp_path):
+    from recbole_attn.trainer import get_trainer
+    from conftest import build
+
+    path = _checkpoint(tmp_path)
+    config, model, *_ = build("AttRec", checkpoint_dir=str(tmp_path))
+    trainer = get_trainer(config["MODEL_TYPE"], "AttRec", type(model))(config, model)
+    trainer.resume_checkpoint(path)  # RecBole's version raises UnpicklingError on torch >= 2.6
+    assert trainer.start_epoch == 1 and trainer.saved_model_file == path
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
