@@ -91,9 +91,7 @@ def get_model(name: str) -> type:
             f"unknown model '{name}'. Plugin models: {', '.join(sorted(plugins))}. "
             f"RecBole built-in models: {', '.join(builtins)}"
         )
-    model_class = recbole_get_model(name)
-    torch.autograd.set_detect_anomaly(False)  # a first lookup may import sine.py
-    return model_class
+    return recbole_get_model(name)  # sine.py, which turns anomaly mode on, was imported by compat
 
 
 def _load_yaml(path: Path, loader) -> dict:
