@@ -58,6 +58,7 @@ def test_report_renders_tables_and_plots_from_the_records(bench_dir, tmp_path):
     assert "### tiny: test metrics, mean ± std over seeds 1, 2" in text
     assert "| AttRec | 2 |" in text and "| SASRec | 2 |" in text
     assert "CPU" in text and "epochs=1" in text
+    assert "Command: `recbole-attn benchmark --models AttRec,SASRec --dataset tiny --seeds 1,2 --config_files" in text
     assert text.count("**") >= 2  # best per column marked
     for name in ("tiny-metrics.png", "tiny-cost.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -54,6 +54,20 @@ def _settings(records: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def command(records: list[dict]) -> str:
+    """The ``recbole-attn benchmark`` command line that reproduces a group of runs."""
+    first = records[0]
+    models = ",".join(dict.fromkeys(r["model"] for r in records))
+    seeds = ",".join(str(s) for s in sorted({r["seed"] for r in records}))
+    parts = ["recbole-attn benchmark", f"--models {models}", f"--dataset {first['dataset']}", f"--seeds {seeds}"]
+    if first.get("config_files"):
+        parts.append('--config_files "' + " ".join(first["config_files"]) + '"')
+    if first.get("kind") == "throughput":
+        parts.append("--throughput")
+    parts += first.get("overrides") or []
+    return " ".join(parts)
+
+
 def summarise(records: list[dict]) -> dict[str, dict]:
     """Per model: n seeds, test metrics (mean, std), epochs, epoch time, memory, parameters."""
     by_model: dict[str, list[dict]] = defaultdict(list)
@@ -90,6 +104,8 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
         "",
         f"Device: {'; '.join(devices)}. Settings: {_settings(records)}. Best per column in bold.",
         "",
+        f"Command: `{command(records)}`",
+        "",
         "| model | runs | " + " | ".join(metrics) + " | epochs | s/epoch (median) | peak memory MiB | parameters |",
         "|---|---|" + "---|" * len(metrics) + "---|---|---|---|",
     ]
@@ -118,6 +134,8 @@ def throughput_table(dataset: str, records: list[dict]) -> list[str]:
         "",
         f"Device: {'; '.join(sorted({r['device'] for r in records}))}. "
         f"Settings: {_settings(records)}. Ratio = loader time / pre-loaded time (1.0 = no overhead).",
+        "",
+        f"Command: `{command(records)}`",
         "",
         "| model | runs | steps | loader steps/s | pre-loaded steps/s | overhead ratio |",
         "|---|---|---|---|---|---|",
