@@ -127,8 +127,10 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
 
 def throughput_table(dataset: str, records: list[dict]) -> list[str]:
     by_model: dict[str, list[dict]] = defaultdict(list)
+    memory: dict[str, list[float]] = defaultdict(list)
     for r in records:
         by_model[r["model"]].append(r["throughput"])
+        memory[r["model"]].append(r["peak_memory_bytes"] / 2**20)
     lines = [
         f"### {dataset}: training steps through RecBole's data loader vs on pre-loaded batches",
         "",
@@ -137,15 +139,16 @@ def throughput_table(dataset: str, records: list[dict]) -> list[str]:
         "",
         f"Command: `{command(records)}`",
         "",
-        "| model | runs | steps | loader steps/s | pre-loaded steps/s | overhead ratio |",
-        "|---|---|---|---|---|---|",
+        "| model | runs | steps | loader steps/s | pre-loaded steps/s | overhead ratio | peak memory MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model, ts in sorted(by_model.items()):
         lines.append(
             f"| {model} | {len(ts)} | {ts[0]['steps']} "
             f"| {statistics.fmean(t['pipeline_steps_per_s'] for t in ts):.2f} "
             f"| {statistics.fmean(t['direct_steps_per_s'] for t in ts):.2f} "
-            f"| {statistics.fmean(t['overhead_ratio'] for t in ts):.2f}x |"
+            f"| {statistics.fmean(t['overhead_ratio'] for t in ts):.2f}x "
+            f"| {statistics.fmean(memory[model]):.0f} ({records[0]['peak_memory_kind']}) |"
         )
     return lines + [""]
 
