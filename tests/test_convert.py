@@ -98,15 +98,6 @@ S3REC_SEQ_CASES = [
     (7, "3 1 2", r"line 7: expected one line per user, but user 3 is also on line 3"),
 ]
 
-
-@pytest.mark.parametrize("line,text,message", S3REC_SEQ_CASES)
-def test_s3rec_malformed_sequence_names_file_and_line(tmp_path, line, text, message):
-    seq = _bad_copy(SEQ, tmp_path / "bad.txt", line, text)
-    with pytest.raises(ConvertError, match=re.escape(str(seq)) + ", " + message):
-        convert_s3rec(seq, ATTR, tmp_path / "out", "beauty")
-    assert not (tmp_path / "out").exists()
-
-
 S3REC_ATTR_CASES = [
     (3, '  "2": [1, 2, 6]', r"line 4: expected a JSON object .*invalid JSON"),  # comma dropped
     (5, '  "4": [3, "6", 8],', r"line 5: item '4': expected a list of non-negative integer attribute ids"),
@@ -115,11 +106,16 @@ S3REC_ATTR_CASES = [
 ]
 
 
-@pytest.mark.parametrize("line,text,message", S3REC_ATTR_CASES)
-def test_s3rec_malformed_attributes_name_file_and_line(tmp_path, line, text, message):
-    attr = _bad_copy(ATTR, tmp_path / "bad.json", line, text)
-    with pytest.raises(ConvertError, match=re.escape(str(attr)) + ", " + message):
-        convert_s3rec(SEQ, attr, tmp_path / "out", "beauty")
+@pytest.mark.parametrize(
+    "bad_file,line,text,message",
+    [("seq", *case) for case in S3REC_SEQ_CASES] + [("attr", *case) for case in S3REC_ATTR_CASES],
+)
+def test_s3rec_malformed_input_names_file_and_line(tmp_path, bad_file, line, text, message):
+    source, name = (SEQ, "bad.txt") if bad_file == "seq" else (ATTR, "bad.json")
+    bad = _bad_copy(source, tmp_path / name, line, text)
+    seq, attr = (bad, ATTR) if bad_file == "seq" else (SEQ, bad)
+    with pytest.raises(ConvertError, match=re.escape(str(bad)) + ", " + message):
+        convert_s3rec(seq, attr, tmp_path / "out", "beauty")
     assert not (tmp_path / "out").exists()
 
 
