@@ -94,7 +94,7 @@ def _sig(x: float, digits: int) -> str:
 
 def measure(model: str, dataset: str, seed: int, epochs: int, extra: dict) -> dict:
     """Both pipelines in fresh processes, one after the other; the record."""
-    from recbole_attn.benchmark.environment import environment
+    from recbole_attn.benchmark.environment import child_env, environment
 
     config_dict = {
         "seed": seed,
@@ -111,7 +111,7 @@ def measure(model: str, dataset: str, seed: int, epochs: int, extra: dict) -> di
             [sys.executable, __file__, "--child", pipeline, "--model", model, "--dataset", dataset,
              "--config", json.dumps(config_dict)],
             capture_output=True, text=True, cwd=REPO / "benchmarks",
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))),
+            env=child_env(),
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{pipeline} run failed:\n{proc.stderr[-4000:]}")

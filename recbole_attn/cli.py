@@ -13,6 +13,7 @@ Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from recbole_attn.config import ConfigError
@@ -71,28 +72,20 @@ def run_main(argv: list[str]) -> int:
     return 0
 
 
-def _subcommand(name: str):
-    if name == "convert":
-        from recbole_attn.data.convert import main as convert_main
-
-        return convert_main
-    if name == "benchmark":
-        from recbole_attn.benchmark.runner import benchmark_main
-
-        return benchmark_main
-    if name == "report":
-        from recbole_attn.benchmark.report import report_main
-
-        return report_main
-    return run_main
+# Subcommand -> (module, function); imported only when used.
+SUBCOMMANDS = {
+    "run": ("recbole_attn.cli", "run_main"),
+    "convert": ("recbole_attn.data.convert", "main"),
+    "benchmark": ("recbole_attn.benchmark.runner", "benchmark_main"),
+    "report": ("recbole_attn.benchmark.report", "report_main"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("run", "convert", "benchmark", "report"):
-        command, argv = _subcommand(argv[0]), argv[1:]
-    else:
-        command = run_main
+    name = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
+    module, function = SUBCOMMANDS[name]
+    command = getattr(importlib.import_module(module), function)
     try:
         return command(argv)
     except ConfigError as err:

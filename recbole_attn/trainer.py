@@ -52,6 +52,10 @@ class CheckpointMixin:
             name = shared[0]
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
 
+    def _load_weights(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+
     def resume_checkpoint(self, resume_file) -> None:
         """RecBole's ``resume_checkpoint``, reading the file with ``load_checkpoint``."""
         resume_file = str(resume_file)
@@ -65,8 +69,7 @@ class CheckpointMixin:
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self._load_weights(checkpoint)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
@@ -76,9 +79,7 @@ class CheckpointMixin:
             if not self.config["single_spec"]:
                 dist.barrier()  # rank 0 may still be writing the best checkpoint
             checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self._load_weights(load_checkpoint(checkpoint_file, map_location=self.device))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 

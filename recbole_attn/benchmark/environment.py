@@ -61,6 +61,12 @@ def versions() -> dict[str, str]:
     }
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH, for child runs."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path)
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 

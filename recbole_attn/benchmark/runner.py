@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from recbole_attn.benchmark.environment import REPO, environment
+from recbole_attn.benchmark.environment import child_env, environment
 from recbole_attn.benchmark.timing import time_epochs
 
 THROUGHPUT_STEPS = 50
@@ -166,7 +166,7 @@ def run_benchmark(
             capture_output=True,
             text=True,
             cwd=out_dir,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))),
+            env=child_env(),
         )
         record = {
             "kind": "throughput" if throughput else "train",
