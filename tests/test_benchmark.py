@@ -88,3 +88,43 @@ def test_summary_means_stds_and_best_direction():
     from recbole_attn.benchmark.report import _best
 
     assert _best(s, "ndcg@10") == "A" and _best(s, "logloss") == "B"
+
+
+def test_resume_skips_recorded_runs_and_label_names_the_row(tmp_path):
+    args = ["--models", "AttRec", "--seeds", "1", "--label", "AttRec-inner", "--out", str(tmp_path),
+            "--no-progress", "--resume", *TINY, "score_mode=inner"]
+    assert benchmark_main(args) == 0
+    assert benchmark_main(args) == 0  # already recorded: nothing new
+    (record,) = _records(tmp_path)
+    assert record["label"] == "AttRec-inner" and record["config"]["score_mode"] == "inner"
+    assert record["config_files"] == ["tests/fixtures/tiny.yaml"]  # relative to the repository
+    assert benchmark_main([*args[:-1], "score_mode=dist"]) == 0  # other options: a new run
+    assert len(_records(tmp_path)) == 2
+    with pytest.raises(SystemExit):
+        benchmark_main(["--models", "AttRec,SASRec", "--label", "x", "--out", str(tmp_path), *TINY])
+
+
+def test_report_rows_by_label_with_one_command_per_row(tmp_path):
+    def rec(model, label, seed, ndcg, overrides, config_files=("benchmarks/presets/cpu-ml-100k.yaml",)):
+        return {
+            "kind": "train", "status": "ok", "model": model, "label": label, "dataset": "ml-100k",
+            "seed": seed, "config_files": list(config_files), "overrides": overrides,
+            "test": {"ndcg@10": ndcg}, "config": {"epochs": 5}, "device": "CPU: x (2 cores)",
+            "epochs_trained": 5, "median_epoch_s": 1.0, "peak_memory_bytes": 2**20,
+            "peak_memory_kind": "cpu_max_rss", "parameters": 10,
+        }
+
+    records = [rec("NOVABERT", None, s, 0.1 * s, []) for s in (1, 2)]
+    records += [rec("NOVABERT", "NOVABERT-add", s, 0.2 * s, ["--fusion_type=add"]) for s in (1, 2)]
+    records += [rec("SASRec", None, 1, 0.3, [], config_files=("other.yaml",))]
+    (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    doc = tmp_path / "report.md"
+    assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    # two config-file groups on one dataset: two tables, named by their config files
+    assert "### ml-100k (cpu-ml-100k): test metrics" in text and "### ml-100k (other): test metrics" in text
+    assert "| NOVABERT | 2 |" in text and "| NOVABERT-add | 2 | **0.3000 ± 0.1414** |" in text
+    assert ("- NOVABERT-add: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 "
+            '--config_files "benchmarks/presets/cpu-ml-100k.yaml" --label NOVABERT-add --fusion_type=add`') in text
+    assert "- NOVABERT: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 --config_files" in text
+    assert (tmp_path / "ml-100k-cpu-ml-100k-metrics.png").is_file()

@@ -67,6 +67,13 @@ def child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path)
 
 
+def repo_path(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (so a record's command works in any
+    clone), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -39,23 +40,35 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
+def label(record: dict) -> str:
+    """A table row's name: the run's ``--label``, else its model."""
+    return record.get("label") or record["model"]
+
+
+def _shared_value(records: list[dict], key: str, key_cfg: bool = False):
+    values = {json.dumps(r.get("config", {}).get(key) if key_cfg else r.get(key), sort_keys=True) for r in records}
+    return json.loads(values.pop()) if len(values) == 1 else None
+
+
 def _settings(records: list[dict]) -> str:
-    """The settings a group of runs shares: config files, overrides and key config values."""
-    first = records[0]
-    cfg = first.get("config", {})
+    """The settings every run of a group shares: config files, overrides, key config values."""
     parts = []
-    if first.get("config_files"):
-        parts.append("config files " + ", ".join(Path(f).name for f in first["config_files"]))
-    if first.get("overrides"):
-        parts.append("overrides `" + " ".join(first["overrides"]) + "`")
+    config_files = _shared_value(records, "config_files")
+    if config_files:
+        parts.append("config files " + ", ".join(Path(f).name for f in config_files))
+    overrides = _shared_value(records, "overrides")
+    if overrides:
+        parts.append("overrides `" + " ".join(overrides) + "`")
     for key in ("eval_args", "MAX_ITEM_LIST_LENGTH", "train_batch_size", "epochs", "stopping_step"):
-        if key in cfg:
-            parts.append(f"{key}={cfg[key]}")
+        value = _shared_value(records, key, key_cfg=True)
+        if value is not None:
+            parts.append(f"{key}={value}")
     return "; ".join(parts)
 
 
 def command(records: list[dict]) -> str:
-    """The ``recbole-attn benchmark`` command line that reproduces a group of runs."""
+    """The ``recbole-attn benchmark`` command line that reproduces a group of runs
+    (runs of one row, or rows that differ only in their model)."""
     first = records[0]
     models = ",".join(dict.fromkeys(r["model"] for r in records))
     seeds = ",".join(str(s) for s in sorted({r["seed"] for r in records}))
@@ -64,15 +77,42 @@ def command(records: list[dict]) -> str:
         parts.append('--config_files "' + " ".join(first["config_files"]) + '"')
     if first.get("kind") == "throughput":
         parts.append("--throughput")
+    if first.get("label"):
+        parts.append(f"--label {first['label']}")
     parts += first.get("overrides") or []
     return " ".join(parts)
 
 
+def commands(records: list[dict]) -> list[str]:
+    """One ``Command:`` line when every row shares its options, else one command per row."""
+    if all(not r.get("label") for r in records) and _shared_value(records, "overrides") is not None:
+        return [f"Command: `{command(records)}`", ""]
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_label[label(r)].append(r)
+    return ["Commands, per row:", ""] + [
+        f"- {name}: `{command(rs)}`" for name, rs in sorted(by_label.items())
+    ] + [""]
+
+
+def tables(records: list[dict]) -> dict[str, list[dict]]:
+    """Records per table: one table per dataset, or per dataset and config files where runs
+    of one dataset used different config files (e.g. a CPU and a GPU preset)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["dataset"], tuple(Path(f).stem for f in r.get("config_files") or []))].append(r)
+    out = {}
+    for (dataset, stems), rs in sorted(groups.items()):
+        several = sum(1 for key in groups if key[0] == dataset) > 1
+        out[f"{dataset} ({', '.join(stems) or 'no config file'})" if several else dataset] = rs
+    return out
+
+
 def summarise(records: list[dict]) -> dict[str, dict]:
-    """Per model: n seeds, test metrics (mean, std), epochs, epoch time, memory, parameters."""
+    """Per row (label): n seeds, test metrics (mean, std), epochs, epoch time, memory, parameters."""
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        by_model[r["model"]].append(r)
+        by_model[label(r)].append(r)
     out = {}
     for model, rs in by_model.items():
         metrics = sorted({k for r in rs for k in r["test"]})
@@ -104,8 +144,7 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
         "",
         f"Device: {'; '.join(devices)}. Settings: {_settings(records)}. Best per column in bold.",
         "",
-        f"Command: `{command(records)}`",
-        "",
+        *commands(records),
         "| model | runs | " + " | ".join(metrics) + " | epochs | s/epoch (median) | peak memory MiB | parameters |",
         "|---|---|" + "---|" * len(metrics) + "---|---|---|---|",
     ]
@@ -129,16 +168,15 @@ def throughput_table(dataset: str, records: list[dict]) -> list[str]:
     by_model: dict[str, list[dict]] = defaultdict(list)
     memory: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        by_model[r["model"]].append(r["throughput"])
-        memory[r["model"]].append(r["peak_memory_bytes"] / 2**20)
+        by_model[label(r)].append(r["throughput"])
+        memory[label(r)].append(r["peak_memory_bytes"] / 2**20)
     lines = [
         f"### {dataset}: training steps through RecBole's data loader vs on pre-loaded batches",
         "",
         f"Device: {'; '.join(sorted({r['device'] for r in records}))}. "
         f"Settings: {_settings(records)}. Ratio = loader time / pre-loaded time (1.0 = no overhead).",
         "",
-        f"Command: `{command(records)}`",
-        "",
+        *commands(records),
         "| model | runs | steps | loader steps/s | pre-loaded steps/s | overhead ratio | peak memory MiB |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -204,7 +242,8 @@ def plot_dataset(dataset: str, records: list[dict], plot_dir: Path) -> list[Path
         ax.tick_params(axis="x", rotation=45, labelsize=8)
     fig.suptitle(f"{dataset}: test metrics (mean ± std over seeds)")
     fig.tight_layout()
-    paths.append(plot_dir / f"{dataset}-metrics.png")
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", dataset).strip("-")
+    paths.append(plot_dir / f"{slug}-metrics.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
@@ -218,7 +257,7 @@ def plot_dataset(dataset: str, records: list[dict], plot_dir: Path) -> list[Path
         ax.tick_params(axis="x", rotation=45, labelsize=8)
     fig.suptitle(f"{dataset}: cost ({'; '.join(sorted({r['device'] for r in records}))})", fontsize=9)
     fig.tight_layout()
-    paths.append(plot_dir / f"{dataset}-cost.png")
+    paths.append(plot_dir / f"{slug}-cost.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
@@ -242,14 +281,13 @@ def render(root: Path, doc: Path, plot_dir: Path) -> str:
         if not group:
             continue
         lines += [f"## {title}", ""]
-        for dataset in sorted({r["dataset"] for r in group}):
-            records = [r for r in group if r["dataset"] == dataset]
+        for name, records in tables(group).items():
             if kind == "train":
-                lines += train_table(dataset, records)
-                for path in plot_dataset(dataset, records, plot_dir):
+                lines += train_table(name, records)
+                for path in plot_dataset(name, records, plot_dir):
                     lines += [f"![{path.stem}]({os.path.relpath(path, doc.parent)})", ""]
             else:
-                lines += throughput_table(dataset, records)
+                lines += throughput_table(name, records)
     failed = [r for r in runs if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed runs", ""]

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from recbole_attn.benchmark.environment import child_env, environment
+from recbole_attn.benchmark.environment import child_env, environment, repo_path
 from recbole_attn.benchmark.timing import time_epochs
 
 THROUGHPUT_STEPS = 50
@@ -137,18 +137,33 @@ def run_benchmark(
     config_files: list[str] | None = None,
     overrides: list[str] | None = None,
     throughput: bool = False,
+    label: str | None = None,
+    resume: bool = False,
     show_progress: bool = True,
 ) -> list[dict]:
     """Train every model x seed in its own process; append one record per run to records.jsonl.
 
-    ``overrides`` are ``--key=value`` strings, given to every run's command line.
+    ``overrides`` are ``--key=value`` strings, given to every run's command line. With
+    ``resume``, runs that already have a successful record with the same options are skipped.
     """
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     records_file = out_dir / "records.jsonl"
     records = []
-    runs = [(m, s) for m in models for s in seeds]
+    kind = "throughput" if throughput else "train"
+    shown_files = [repo_path(f) for f in config_files] if config_files else config_files
+
+    def key(model: str, seed: int, record: dict | None = None) -> tuple:
+        r = record or {"kind": kind, "model": model, "label": label, "dataset": dataset, "seed": seed,
+                       "config_files": shown_files, "overrides": overrides or []}
+        return tuple(json.dumps(r.get(k)) for k in ("kind", "model", "label", "dataset", "seed", "config_files", "overrides"))
+
+    done = set()
+    if resume and records_file.is_file():
+        with open(records_file) as f:
+            done = {key("", 0, r) for r in map(json.loads, filter(str.strip, f)) if r.get("status") == "ok"}
+    runs = [(m, s) for m in models for s in seeds if key(m, s) not in done]
     bar = tqdm(runs, desc="benchmark", disable=not show_progress, ncols=100)
     for model, seed in bar:
         bar.set_postfix_str(f"{model} seed={seed}")
@@ -169,11 +184,12 @@ def run_benchmark(
             env=child_env(),
         )
         record = {
-            "kind": "throughput" if throughput else "train",
+            "kind": kind,
             "model": model,
+            "label": label,
             "dataset": dataset,
             "seed": seed,
-            "config_files": config_files,
+            "config_files": shown_files,
             "overrides": overrides or [],
         }
         result_line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
@@ -202,17 +218,24 @@ def benchmark_main(argv: list[str]) -> int:
     p.add_argument("--seeds", default="2020", help="comma-separated seeds")
     p.add_argument("--config_files", default=None, help="space-separated YAML files")
     p.add_argument("--out", default="benchmark-out", help="folder for records.jsonl")
+    p.add_argument("--label", default=None, help="row name for a variant of one model (e.g. NOVABERT-add with fusion_type=add)")
     p.add_argument("--throughput", action="store_true", help="measure the data pipeline's overhead")
+    p.add_argument("--resume", action="store_true", help="skip runs already recorded as ok in --out")
     p.add_argument("--no-progress", action="store_true")
     args, extra = p.parse_known_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.label and len(models) != 1:
+        p.error(f"--label names the runs of one model; got --models {args.models}")
     records = run_benchmark(
-        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        models=models,
         dataset=args.dataset,
         seeds=[int(s) for s in args.seeds.split(",")],
         out_dir=Path(args.out).resolve(),
         config_files=[str(Path(f).resolve()) for f in args.config_files.split()] if args.config_files else None,
         overrides=parse_overrides(extra),
         throughput=args.throughput,
+        label=args.label,
+        resume=args.resume,
         show_progress=not args.no_progress,
     )
     failed = [r for r in records if r["status"] != "ok"]
