@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The CPU benchmark behind docs/benchmarks.md's "cpu-*" tables: every model x 3 seeds on
+# ml-100k and Beauty with the CPU presets, then NOVABERT's variants (issue: NOVABERT vs
+# invasive vs BERT4Rec). Resumable: runs already recorded are skipped.
+#
+#   recbole-attn convert s3rec --seq ../shared/data/beauty/Beauty.txt \
+#       --attributes ../shared/data/beauty/Beauty_item2attributes.json --name beauty --out "$DATA"
+#   DATA=/path/to/converted bash benchmarks/cpu.sh
+#   recbole-attn report benchmarks/records --doc docs/benchmarks.md --plots docs/img
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/records/cpu}
+DATA=${DATA:?set DATA to the folder that holds the converted beauty/ folder}
+SEEDS=${SEEDS:-1,2,3}
+MODELS=SASRec,SASRecF,GRU4Rec,BERT4Rec,FDSA,AttRec,NOVABERT,AttnBERT4Rec
+bench() { recbole-attn benchmark --seeds "$SEEDS" --out "$OUT" --resume --no-progress "$@"; }
+
+bench --models "$MODELS" --dataset ml-100k --config_files benchmarks/presets/cpu-ml-100k.yaml
+bench --models "$MODELS" --dataset beauty --config_files benchmarks/presets/cpu-beauty.yaml --data_path="$DATA"
+for ds in ml-100k beauty; do
+  extra=(--config_files "benchmarks/presets/cpu-$ds.yaml")
+  [ "$ds" = beauty ] && extra+=(--data_path="$DATA")
+  bench --models NOVABERT --dataset "$ds" --label NOVABERT-add "${extra[@]}" --fusion_type=add
+  bench --models NOVABERT --dataset "$ds" --label NOVABERT-concat "${extra[@]}" --fusion_type=concat
+  bench --models NOVABERT --dataset "$ds" --label NOVABERT-invasive "${extra[@]}" --attention_type=invasive
+done
