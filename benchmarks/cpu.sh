@@ -10,17 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/records/cpu}
-DATA=${DATA:?set DATA to the folder that holds the converted beauty/ folder}
+DATA=${DATA:?set DATA to the folder that holds the converted beauty/ folder}  # ml-100k comes with RecBole
 SEEDS=${SEEDS:-1,2,3}
 MODELS=SASRec,SASRecF,GRU4Rec,BERT4Rec,FDSA,AttRec,NOVABERT,AttnBERT4Rec
 bench() { recbole-attn benchmark --seeds "$SEEDS" --out "$OUT" --resume --no-progress "$@"; }
 
-bench --models "$MODELS" --dataset ml-100k --config_files benchmarks/presets/cpu-ml-100k.yaml
-bench --models "$MODELS" --dataset beauty --config_files benchmarks/presets/cpu-beauty.yaml --data_path="$DATA"
 for ds in ml-100k beauty; do
-  extra=(--config_files "benchmarks/presets/cpu-$ds.yaml")
+  extra=(--dataset "$ds" --config_files "benchmarks/presets/cpu-$ds.yaml")
   [ "$ds" = beauty ] && extra+=(--data_path="$DATA")
-  bench --models NOVABERT --dataset "$ds" --label NOVABERT-add "${extra[@]}" --fusion_type=add
-  bench --models NOVABERT --dataset "$ds" --label NOVABERT-concat "${extra[@]}" --fusion_type=concat
-  bench --models NOVABERT --dataset "$ds" --label NOVABERT-invasive "${extra[@]}" --attention_type=invasive
+  bench --models "$MODELS" "${extra[@]}"
+  bench --models NOVABERT --label NOVABERT-add "${extra[@]}" --fusion_type=add
+  bench --models NOVABERT --label NOVABERT-concat "${extra[@]}" --fusion_type=concat
+  bench --models NOVABERT --label NOVABERT-invasive "${extra[@]}" --attention_type=invasive
 done

@@ -8,6 +8,7 @@ from recbole_attn import compat
 
 compat.apply()
 
+from recbole_attn import evaluator  # noqa: E402,F401  (registers GAUC as a value metric)
 from recbole_attn.config import Config  # noqa: E402
 from recbole_attn.model import MODELS  # noqa: E402
 from recbole_attn.quick_start import (  # noqa: E402

@@ -6,8 +6,9 @@ files, ``recbole_attn.data.convert``), ``benchmark`` (models x seeds, one record
 ``recbole_attn.benchmark.report``).
 
 Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files --nproc
---world_size --ip --port --group_offset``); every other ``--key=value`` (or bare
-``key=value``) overrides a config key, as on RecBole's command line.
+--world_size --ip --port --group_offset``), plus ``--ranker=M`` for a re-ranker (PRM):
+train ranker M first on the same split, then the re-ranker on M's checkpoint. Every other
+``--key=value`` (or bare ``key=value``) overrides a config key, as on RecBole's command line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ip", default="localhost", help="address of the rank-0 machine")
     p.add_argument("--port", default="5678", help="port of the rank-0 machine")
     p.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
+    p.add_argument(
+        "--ranker",
+        default=None,
+        help="re-rankers (PRM) only: train this ranker first on the same split, then re-rank its lists",
+    )
     return p
 
 
@@ -57,7 +63,18 @@ def run_main(argv: list[str]) -> int:
     overrides = parse_overrides(extra)
     # RecBole's Config reads --key=value from sys.argv, here and in spawned processes.
     sys.argv = [sys.argv[0]] + overrides
-    from recbole_attn.quick_start import run
+    from recbole_attn.quick_start import run, run_with_ranker
+
+    if args.ranker:
+        if args.nproc != 1 or args.world_size > 0:
+            raise ConfigError("--ranker runs on one process: drop --nproc/--world_size")
+        run_with_ranker(
+            args.model,
+            args.dataset,
+            args.ranker,
+            config_file_list=args.config_files.split() if args.config_files else None,
+        )
+        return 0
 
     run(
         args.model,

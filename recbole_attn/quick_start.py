@@ -17,7 +17,7 @@ from logging import getLogger
 import torch
 import torch.distributed as dist
 
-from recbole_attn.config import Config, get_model
+from recbole_attn.config import Config, ConfigError, get_model
 from recbole_attn.trainer import get_trainer, load_checkpoint
 
 from recbole.data import create_dataset, data_preparation
@@ -67,6 +67,16 @@ def run_recbole(
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
     )
+    result, _ = _train_and_test(config, saved)
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def _train_and_test(config: Config, saved: bool):
+    """Train and test the model of ``config``: (RecBole's result dict, the trainer)."""
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -95,10 +105,63 @@ def run_recbole(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
-    if not config["single_spec"]:
-        dist.destroy_process_group()
-    if config["local_rank"] == 0 and queue is not None:
-        queue.put(result)
+    if hasattr(trainer, "evaluate_initial"):  # a re-ranker (PRM): its initial list, same evaluator
+        initial = as_floats(trainer.evaluate_initial(test_data, show_progress=config["show_progress"]))
+        result["initial_test_result"] = initial
+        logger.info(set_color("initial vs re-ranked (test)", "yellow") + "\n" + side_by_side(initial, test_result))
+    return result, trainer
+
+
+def side_by_side(initial: dict, reranked: dict) -> str:
+    """A table of metric, initial list, re-ranked list, difference."""
+    rows = [f"{'metric':<14}{'initial':>10}{'re-ranked':>11}{'diff':>9}"]
+    for key, value in initial.items():
+        rows.append(f"{key:<14}{value:>10.4f}{reranked[key]:>11.4f}{reranked[key] - value:>+9.4f}")
+    return "\n".join(rows)
+
+
+def run_with_ranker(
+    model: str,
+    dataset: str,
+    ranker: str,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+) -> dict:
+    """Train ``ranker`` on the split, then re-ranker ``model`` (PRM) on its checkpoint.
+
+    Both runs read the same config files, dict and command line (seed, split, epochs);
+    the ranker also gets the re-ranker's ``load_col`` and ``MAX_ITEM_LIST_LENGTH`` so the
+    two see the same item ids and histories. Returns the re-ranker's result dict, with
+    ``ranker_result`` (the ranker's own) and ``ranker_checkpoint`` added.
+    """
+    if not getattr(get_model(model), "is_reranker", False):
+        raise ConfigError(f"--ranker={ranker} only applies to a re-ranking model (PRM), not --model={model}")
+    if getattr(get_model(ranker), "is_reranker", False):
+        raise ConfigError(f"--ranker={ranker} is a re-ranker; pass a ranking model such as SASRec")
+    rerank_config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if rerank_config["ranker_checkpoint"]:
+        raise ConfigError(
+            f"both --ranker={ranker} and ranker_checkpoint={rerank_config['ranker_checkpoint']} "
+            "were given: pass one (--ranker trains a new ranker, ranker_checkpoint reuses one)"
+        )
+    ranker_dict = dict(
+        config_dict or {},
+        load_col=rerank_config["load_col"],
+        MAX_ITEM_LIST_LENGTH=rerank_config["MAX_ITEM_LIST_LENGTH"],
+    )
+    ranker_config = Config(model=ranker, dataset=dataset, config_file_list=config_file_list, config_dict=ranker_dict)
+    ranker_result, ranker_trainer = _train_and_test(ranker_config, saved=True)
+    checkpoint = ranker_trainer.saved_model_file
+    config = Config(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=dict(config_dict or {}, ranker_checkpoint=checkpoint),
+    )
+    result, _ = _train_and_test(config, saved)
+    result["ranker_result"] = ranker_result
+    result["ranker_checkpoint"] = checkpoint
     return result
 
 

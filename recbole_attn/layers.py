@@ -1,0 +1,342 @@
+"""Blocks shared by two or more recbole-attn models (AttnDIN, AttnDIEN, BST, ATRank).
+
+- ``Dice``: the data-adaptive activation of DIN (Zhou et al., KDD 2018, arXiv 1706.06978,
+  eq. 9): p = sigmoid(BN(x)), out = p * x + (1 - p) * alpha * x, with a learned
+  per-channel alpha, batch statistics in training and running statistics at inference.
+  RecBole's ``recbole.model.layers.Dice`` keeps alpha as a constant zero tensor and has no
+  normalisation, so it is x * sigmoid(x); this one is the paper's.
+- ``activation_layer`` / ``MLP``: channels-last MLP taking Dice, PReLU, LeakyReLU, ...
+  (RecBole's ``MLPLayers`` applies BatchNorm1d/PReLU over dim 1, wrong for [B, L, C]).
+- ``TargetAttention``: DIN's local activation unit over [hist, target, hist - target,
+  hist * target]; padding gets weight 0 and never enters the MLP (so it cannot move
+  Dice's batch statistics either).
+- ``FeatureTableEmbedding`` / ``ItemFeatureEmbedding`` / ``UserFeatureEmbedding``: an id
+  -> [id embedding (+) one embedding per feature field], the feature table read once
+  from the dataset and kept as buffers, so history and target items share one embedding.
+- ``time_bucket``: log2 bucketing of a time gap (BST's and ATRank's time feature).
+
+Mask convention: bool, True = real item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole.utils import FeatureSource, FeatureType
+
+from recbole_attn.config import ConfigError
+
+ACTIVATIONS = ("dice", "prelu", "leakyrelu", "relu", "sigmoid", "none")
+
+
+class Dice(nn.Module):
+    """Dice activation (DIN paper, eq. 9), channels last.
+
+    p = sigmoid((x - E[x]) / sqrt(Var[x] + eps)), out = p * x + (1 - p) * alpha * x.
+    E and Var are the batch statistics in training (per channel, over every row) and the
+    running averages at inference (``nn.BatchNorm1d(affine=False)``). A training batch of
+    a single row has no variance; it falls back to the running statistics.
+
+    Args:
+        num_features: C, the channel (last) dimension.
+        eps: the paper's epsilon (1e-8).
+
+    Shapes: input [N, C] or [..., C] -> same shape.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-8):
+        super().__init__()
+        self.num_features = num_features
+        self.bn = nn.BatchNorm1d(num_features, eps=eps, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(num_features))  # official DIN code: zero init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, self.num_features)
+        use_batch = self.training and flat.shape[0] > 1
+        normed = F.batch_norm(
+            flat,
+            self.bn.running_mean,
+            self.bn.running_var,
+            training=use_batch,
+            momentum=self.bn.momentum,
+            eps=self.bn.eps,
+        )
+        if use_batch:
+            self.bn.num_batches_tracked.add_(1)
+        p = torch.sigmoid(normed)
+        out = p * flat + (1 - p) * self.alpha * flat
+        return out.reshape(shape)
+
+
+class ChannelPReLU(nn.Module):
+    """PReLU with one learned slope per channel of the LAST dimension (init 0.25).
+
+    ``nn.PReLU(C)`` applies its slopes over dim 1, which is the sequence for [B, L, C].
+    """
+
+    def __init__(self, num_features: int, init: float = 0.25):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((num_features,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, x, self.weight * x)
+
+
+def activation_layer(name: str, num_features: int) -> nn.Module:
+    """An activation by name (case-insensitive): one of ``ACTIVATIONS``.
+
+    Raises:
+        ConfigError: unknown name; the message lists the choices.
+    """
+    key = str(name).lower()
+    if key == "dice":
+        return Dice(num_features)
+    if key == "prelu":
+        return ChannelPReLU(num_features)
+    if key == "leakyrelu":
+        return nn.LeakyReLU()
+    if key == "relu":
+        return nn.ReLU()
+    if key == "sigmoid":
+        return nn.Sigmoid()
+    if key == "none":
+        return nn.Identity()
+    raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+class MLP(nn.Module):
+    """Linear -> activation -> Dropout for each hidden size.
+
+    Args:
+        in_dim: input width.
+        hidden: hidden sizes; empty -> identity.
+        activation: a name accepted by ``activation_layer``.
+        dropout: dropout probability after each activation.
+
+    Shapes: [..., in_dim] -> [..., hidden[-1]]; ``out_dim`` is the output width.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], activation: str = "dice", dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), activation_layer(activation, size), nn.Dropout(dropout)]
+            width = size
+        self.net = nn.Sequential(*layers)
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TargetAttention(nn.Module):
+    """DIN's local activation unit (paper, eq. 3 and Fig. 2).
+
+    w_j = Linear(MLP([e_j, v_A, e_j - v_A, e_j * v_A])); pooled = sum_j w_j e_j.
+    ``softmax=False`` (DIN) keeps the raw weights so the pooled vector keeps the
+    intensity of the user's interest; ``softmax=True`` normalises over real positions.
+
+    Only real positions go through the MLP: padding gets weight 0 and does not enter
+    Dice's batch statistics.
+
+    Args:
+        dim: D, the width of a history/target vector.
+        hidden: hidden sizes of the attention MLP (DIN's code: 80, 40).
+        activation: activation of the attention MLP.
+        softmax: normalise the weights over the real positions.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), activation: str = "dice", softmax: bool = False):
+        super().__init__()
+        self.softmax = softmax
+        self.mlp = MLP(4 * dim, list(hidden), activation)
+        self.out = nn.Linear(self.mlp.out_dim, 1)
+
+    def forward(self, hist: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+        """hist [B, L, D], target [B, D], mask [B, L] bool (True = real) -> (pooled [B, D], weights [B, L])."""
+        target = target.unsqueeze(1).expand_as(hist)
+        real_hist, real_target = hist[mask], target[mask]  # [R, D]
+        feats = torch.cat([real_hist, real_target, real_hist - real_target, real_hist * real_target], -1)
+        real_scores = self.out(self.mlp(feats)).squeeze(-1)  # [R]
+        scores = hist.new_zeros(mask.shape).masked_scatter(mask, real_scores)
+        if self.softmax:
+            scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+            scores = torch.where(mask, scores, torch.zeros_like(scores))  # all-padding rows: 0, not NaN
+        pooled = torch.einsum("bl,bld->bd", scores, hist)
+        return pooled, scores
+
+
+class FeatureTableEmbedding(nn.Module):
+    """An id -> [id embedding (+) one embedding per feature field of its table].
+
+    Field types: token -> ``nn.Embedding``; token_seq -> mean of the embeddings of its
+    non-padding tokens; float -> ``nn.Linear(1, E)``. The feature table is read once from
+    ``dataset.get_item_feature()`` / ``get_user_feature()`` and kept as (non-persistent)
+    buffers.
+
+    Args:
+        dataset: a RecBole dataset.
+        embedding_size: E, the width of each part.
+        fields: feature fields of the table, ``None`` = every loaded token, token_seq or
+            float field of that table.
+        source: ``"item"`` or ``"user"``.
+        include_id: put the id embedding first.
+
+    Raises:
+        ConfigError: a field that is not a loaded feature of the table (message names it,
+            lists the loaded ones and says how to load it), or of an unsupported type.
+
+    Shapes: ids LongTensor [...] -> [..., out_dim], out_dim = E * (include_id + len(fields)).
+    """
+
+    SUPPORTED = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT)
+
+    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None, source: str = "item", include_id: bool = True):
+        super().__init__()
+        if source not in ("item", "user"):
+            raise ValueError(f"source must be 'item' or 'user', got {source!r}")
+        id_field = dataset.iid_field if source == "item" else dataset.uid_field
+        if id_field is None:
+            raise ConfigError(f"the dataset has no {source} id field; set {source.upper()}_ID_FIELD")
+        feat_source = FeatureSource.ITEM if source == "item" else FeatureSource.USER
+        available = [
+            f for f, s in dataset.field2source.items() if s == feat_source and f != id_field
+        ]
+        if fields is None:
+            fields = [f for f in available if dataset.field2type[f] in self.SUPPORTED]
+        fields = list(fields)
+        for field in fields:
+            if field not in available:
+                raise ConfigError(
+                    f"{source} feature field '{field}' is not in dataset '{dataset.dataset_name}' "
+                    f"(loaded {source} features: {', '.join(available) or 'none'}). Fix: add it to "
+                    f"load_col: {{{source}: [{id_field}, {field}, ...]}} if the .{source} file has it, "
+                    f"or remove it from {source}_fields."
+                )
+            if dataset.field2type[field] not in self.SUPPORTED:
+                raise ConfigError(
+                    f"{source} feature field '{field}' has type {dataset.field2type[field].value}; "
+                    "supported: token, token_seq, float"
+                )
+        self.source, self.id_field, self.fields = source, id_field, fields
+        self.include_id = include_id
+        self.embedding_size = embedding_size
+        num = dataset.num(id_field)
+        table = dataset.get_item_feature() if source == "item" else dataset.get_user_feature()
+        if include_id:
+            self.id_embedding = nn.Embedding(num, embedding_size, padding_idx=0)
+        self.embeddings = nn.ModuleDict()
+        self.types: dict[str, FeatureType] = {}
+        for field in fields:
+            ftype = dataset.field2type[field]
+            self.types[field] = ftype
+            values = table[field]
+            if ftype == FeatureType.FLOAT:
+                self.register_buffer(f"table_{field}", values.float().reshape(num), persistent=False)
+                self.embeddings[field] = nn.Linear(1, embedding_size)
+            else:
+                self.register_buffer(f"table_{field}", values.long(), persistent=False)
+                self.embeddings[field] = nn.Embedding(dataset.num(field), embedding_size, padding_idx=0)
+        self.out_dim = embedding_size * (int(include_id) + len(fields))
+        if self.out_dim == 0:
+            raise ConfigError(f"{source} embedding has no parts: include_id is off and no {source} fields are set")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        parts = [self.id_embedding(ids)] if self.include_id else []
+        for field in self.fields:
+            values = getattr(self, f"table_{field}")[ids]
+            ftype = self.types[field]
+            if ftype == FeatureType.TOKEN:
+                parts.append(self.embeddings[field](values))
+            elif ftype == FeatureType.TOKEN_SEQ:
+                real = (values != 0).unsqueeze(-1)  # [..., S, 1]
+                summed = (self.embeddings[field](values) * real).sum(-2)
+                parts.append(summed / real.sum(-2).clamp(min=1))
+            else:
+                parts.append(self.embeddings[field](values.unsqueeze(-1)))
+        return torch.cat(parts, -1)
+
+    def rows_in(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Which rows of each embedding table the ids read: name -> flat LongTensor (with repeats)."""
+        rows = {"id": ids.reshape(-1)} if self.include_id else {}
+        for field in self.fields:
+            if self.types[field] != FeatureType.FLOAT:
+                rows[field] = getattr(self, f"table_{field}")[ids].reshape(-1)
+        return rows
+
+
+class ItemFeatureEmbedding(FeatureTableEmbedding):
+    """Item id -> [id embedding (+) one embedding per item field]; see ``FeatureTableEmbedding``.
+
+    ``item_fields=None`` uses every loaded item feature.
+    """
+
+    def __init__(self, dataset, embedding_size: int, item_fields: Sequence[str] | None):
+        super().__init__(dataset, embedding_size, item_fields, source="item", include_id=True)
+
+
+class UserFeatureEmbedding(FeatureTableEmbedding):
+    """User id -> [one embedding per user profile field] (user id embedding optional)."""
+
+    def __init__(self, dataset, embedding_size: int, user_fields: Sequence[str] | None, include_id: bool = False):
+        super().__init__(dataset, embedding_size, user_fields, source="user", include_id=include_id)
+
+
+def user_feature_embedding(
+    dataset, embedding_size: int, user_fields: Sequence[str] | None, include_id: bool = False
+) -> UserFeatureEmbedding | None:
+    """The user part of a model's input: ``user_fields`` None = every loaded user feature,
+    [] = none; plus the user id embedding with ``include_id``. None when that is empty.
+
+    Raises:
+        ConfigError: ``include_id`` on a dataset without a user id field.
+    """
+    if user_fields is None:
+        user_fields = None if any(s == FeatureSource.USER for s in dataset.field2source.values()) else []
+    if user_fields is not None and not user_fields and not include_id:
+        return None
+    uid = dataset.uid_field
+    if include_id and (not uid or uid not in dataset.field2type):
+        raise ConfigError(
+            f"a user id embedding needs a user id field, but USER_ID_FIELD={uid!r} is not in "
+            "the dataset; set USER_ID_FIELD or switch the user id embedding off (use_user_id: False)"
+        )
+    return UserFeatureEmbedding(dataset, embedding_size, user_fields, include_id=include_id)
+
+
+def time_bucket(gap: torch.Tensor, num_buckets: int, unit: float = 1.0) -> torch.LongTensor:
+    """Log2 bucket of a non-negative time gap.
+
+    0 for gap < unit; b for unit * 2^(b-1) <= gap < unit * 2^b; clipped to
+    ``num_buckets - 1``; negative gaps -> 0. Monotone non-decreasing in ``gap``.
+    """
+    x = gap.float() / unit
+    bucket = torch.floor(torch.log2(x.clamp(min=1.0))).long() + 1
+    bucket = torch.where(x >= 1.0, bucket, torch.zeros_like(bucket))
+    return bucket.clamp(max=num_buckets - 1)
+
+
+def full_sort_in_chunks(predict_logits, interaction, item_field: str, n_items: int, chunk: int) -> torch.Tensor:
+    """Score every item for every row of ``interaction`` by pairing the rows with chunks of items.
+
+    ``predict_logits(pairs) -> [B * C]`` scores an Interaction of (row, item) pairs; each
+    chunk repeats the B rows C = ``chunk`` times, so memory grows with B * C, and the
+    result equals scoring item by item. Returns [B, n_items].
+    """
+    if chunk < 1:
+        raise ConfigError(f"full_sort_chunk must be >= 1, got {chunk}")
+    b = len(interaction)
+    device = next(iter(interaction.interaction.values())).device
+    out = []
+    for start in range(0, n_items, chunk):
+        items = torch.arange(start, min(start + chunk, n_items), device=device)
+        pairs = interaction.repeat_interleave(len(items))
+        pairs.update(type(interaction)({item_field: items.repeat(b)}))
+        out.append(predict_logits(pairs).view(b, len(items)))
+    return torch.cat(out, 1)

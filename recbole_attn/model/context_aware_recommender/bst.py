@@ -1,0 +1,227 @@
+"""BST: Behavior Sequence Transformer.
+
+Paper: Qiwei Chen, Huan Zhao, Wei Li, Pipei Huang, Wenwu Ou. "Behavior Sequence
+Transformer for E-commerce Recommendation in Alibaba", DLP-KDD 2019, arXiv 1905.06874.
+
+Like AttnDIN, BST subclasses ``SequentialRecommender`` because RecBole builds the history
+fields (``item_id_list``, ``timestamp_list``, ``item_length``) only for sequential models.
+
+Deviations from the paper:
+
+- Position feature: pos(v_i) = t(v_t) - t(v_i) is bucketised with ``time_bucket``
+  (log2 buckets of ``time_unit``) and embedded, then *added* to the item embedding (the
+  paper embeds it but does not say how it is combined; adding keeps the transformer
+  width). ``position_feature: order`` replaces the time gap by the reversed position
+  (most recent history item 1, the one before 2, ..., the target 0), for data without
+  timestamps. RecBole passes timestamps as float32: gaps of ~1e9-second Unix times are
+  exact to ~1-2 minutes, far below the bucket widths used.
+- History is right-aligned before the transformer (most recent item next to the
+  target), so every slot of the flattened output has a fixed meaning; padding slots
+  are zero after the transformer (they never attend nor are attended to).
+- Other features (user profile) are embedded and concatenated with the flattened
+  transformer output, as in the paper's Fig. 1; context/cross features are not modelled.
+- Training: RecBole's labelled protocol with sampled negatives and Adam; the paper
+  trains on Taobao clicks with its own optimiser settings.
+- Feed-forward width ``inner_size`` is not given in the paper (default 4x width).
+"""
+
+from __future__ import annotations
+
+from logging import getLogger
+
+import torch
+from torch import nn
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_attn import evaluator  # noqa: F401  (registers the value metric GAUC)
+from recbole_attn.config import ConfigError
+from recbole_attn.layers import MLP, ItemFeatureEmbedding, full_sort_in_chunks, time_bucket, user_feature_embedding
+
+POSITION_FEATURES = ("time", "order")
+
+
+class TransformerBlock(nn.Module):
+    """Post-norm transformer layer of the paper (Sec. 2.3).
+
+    S' = LayerNorm(S + Dropout(MH(S))); F = LayerNorm(S' + Dropout(W2 LeakyReLU(W1 S' + b1) + b2)).
+    """
+
+    def __init__(self, dim: int, n_heads: int, inner_size: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, inner_size), nn.LeakyReLU(), nn.Linear(inner_size, dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor):
+        """x [B, T, d], mask [B, T] (True = real) -> (out [B, T, d], head-averaged weights [B, T, T])."""
+        attn_out, weights = self.attn(x, x, x, key_padding_mask=~mask, need_weights=True)
+        x = self.norm1(x + self.dropout(attn_out))
+        x = self.norm2(x + self.dropout(self.ffn(x)))
+        return x, weights
+
+
+class BST(SequentialRecommender):
+    r"""BST (Chen et al., DLP-KDD 2019): a transformer over the behaviour sequence plus the target.
+
+    Equations / figure of the paper -> methods:
+
+    - Embedding layer (Sec. 2.2): each item of [v_1..v_n, v_t] as [item_id (+) its
+      features] plus the embedding of its position feature pos(v_i) = t(v_t) - t(v_i)
+      -> ``_sequence``.
+    - Transformer layer (Sec. 2.3, eq. 1-5): multi-head self-attention, residual,
+      LayerNorm, LeakyReLU feed-forward, ``n_layers`` blocks -> ``TransformerBlock``;
+      the target's attention over the history -> ``attention_weights``.
+    - MLP layers (Sec. 2.4): concat(flattened transformer output, other features) ->
+      1024-512-256 LeakyReLU -> logit -> ``forward``; sigmoid -> ``predict``;
+      cross-entropy loss (eq. 6) -> ``calculate_loss``.
+
+    Tensor shapes: B batch, L ``MAX_ITEM_LIST_LENGTH``, T = L + 1, d item embedding width
+    (``embedding_size * (1 + #item fields)``), N items.
+    """
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.LABEL = config["LABEL_FIELD"]
+        self.embedding_size: int = config["embedding_size"]
+        self.n_layers: int = config["n_layers"]
+        self.n_heads: int = config["n_heads"]
+        self.inner_size: int | None = config["inner_size"]
+        self.dropout_prob: float = config["dropout_prob"]
+        self.mlp_hidden_size: list[int] = list(config["mlp_hidden_size"])
+        self.activation: str = config["activation"]
+        self.position_feature: str = str(config["position_feature"]).lower()
+        self.time_unit: float = float(config["time_unit"])
+        self.num_time_buckets: int = config["num_time_buckets"]
+        self.full_sort_chunk: int = config["full_sort_chunk"]
+        if self.position_feature not in POSITION_FEATURES:
+            raise ConfigError(
+                f"position_feature must be one of {', '.join(POSITION_FEATURES)}, got {config['position_feature']!r}"
+            )
+        self.TIME = config["TIME_FIELD"]
+        if self.position_feature == "time":
+            self.TIME_SEQ = f"{self.TIME}{config['LIST_SUFFIX']}" if self.TIME else None
+            if not self.TIME or self.TIME not in dataset.field2type or self.TIME_SEQ not in dataset.field2type:
+                raise ConfigError(
+                    f"BST's position feature needs the time of every behaviour, but TIME_FIELD="
+                    f"{self.TIME!r} is not a loaded field of dataset '{config['dataset']}' (fields: "
+                    f"{', '.join(sorted(f for f in dataset.field2type if not f.endswith(config['LIST_SUFFIX'])))}). "
+                    "Fix: set TIME_FIELD and load it (load_col), or set position_feature: order "
+                    "to use the reversed position in the history instead."
+                )
+            if self.time_unit <= 0:
+                raise ConfigError(f"time_unit must be > 0, got {self.time_unit}")
+            n_positions = self.num_time_buckets
+        else:
+            n_positions = self.max_seq_length + 1
+
+        self.item_embedding = ItemFeatureEmbedding(dataset, self.embedding_size, config["item_fields"])
+        self.user_embedding = user_feature_embedding(dataset, self.embedding_size, config["user_fields"])
+        d = self.item_embedding.out_dim
+        if d % self.n_heads:
+            raise ConfigError(
+                f"BST's transformer width {d} (embedding_size {self.embedding_size} x "
+                f"{1 + len(self.item_embedding.fields)} item parts) is not divisible by n_heads={self.n_heads}; "
+                "change embedding_size or n_heads"
+            )
+        self.position_embedding = nn.Embedding(n_positions, d)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, self.n_heads, self.inner_size or 4 * d, self.dropout_prob) for _ in range(self.n_layers)
+        )
+        du = self.user_embedding.out_dim if self.user_embedding is not None else 0
+        self.mlp = MLP((self.max_seq_length + 1) * d + du, self.mlp_hidden_size, self.activation, self.dropout_prob)
+        self.head = nn.Linear(self.mlp.out_dim, 1)
+        self.loss_fct = nn.BCEWithLogitsLoss()
+        self.apply(self._init_weights)
+        self._check_time_scale(dataset)
+
+    def _check_time_scale(self, dataset) -> None:
+        if self.position_feature != "time":
+            return
+        times = dataset.inter_feat[self.TIME]
+        span = float(times.max() - times.min()) if len(times) else 0.0
+        if span < self.time_unit:
+            getLogger().warning(
+                f"BST: all time gaps are below time_unit={self.time_unit} (timestamps span {span:g}), so "
+                "every behaviour falls in position bucket 0. Normalised timestamps? Set normalize_all: "
+                "False (BST.yaml does) or a smaller time_unit."
+            )
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Embedding):
+            nn.init.xavier_normal_(module.weight)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def _sequence(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedded [history right-aligned, target] [B, T, d] and its mask [B, T] (True = real)."""
+        seq, length = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        b, L = seq.shape
+        # right-align: slot k holds history index k - (L - length); negative -> padding
+        src = torch.arange(L, device=seq.device).unsqueeze(0) - (L - length).unsqueeze(1)  # [B, L]
+        real = src >= 0
+        src = src.clamp(min=0)
+        items = torch.where(real, seq.gather(1, src), torch.zeros_like(seq))
+        target = interaction[self.ITEM_ID].unsqueeze(1)
+        all_items = torch.cat([items, target], 1)  # [B, T]
+        mask = torch.cat([real, torch.ones_like(target, dtype=torch.bool)], 1)
+        if self.position_feature == "time":
+            times = interaction[self.TIME_SEQ].gather(1, src)
+            gap = interaction[self.TIME].unsqueeze(1) - times
+            hist_pos = time_bucket(gap, self.num_time_buckets, self.time_unit)
+        else:  # reversed position: most recent history item 1
+            hist_pos = (L - torch.arange(L, device=seq.device)).unsqueeze(0).expand(b, L)
+        positions = torch.cat([hist_pos, torch.zeros_like(target)], 1)
+        positions = torch.where(mask, positions, torch.zeros_like(positions))
+        x = self.item_embedding(all_items) + self.position_embedding(positions)
+        return x * mask.unsqueeze(-1), mask
+
+    def _encode(self, interaction):
+        x, mask = self._sequence(interaction)
+        weights = None
+        for block in self.blocks:
+            x, weights = block(x, mask)
+            x = x * mask.unsqueeze(-1)  # padding slots carry nothing into the next block / the MLP
+        return x, mask, weights
+
+    def forward(self, interaction) -> torch.Tensor:
+        """Logits [B]."""
+        x, _, _ = self._encode(interaction)
+        parts = [x.flatten(1)]
+        if self.user_embedding is not None:
+            parts.append(self.user_embedding(interaction[self.USER_ID]))
+        return self.head(self.mlp(torch.cat(parts, -1))).squeeze(-1)
+
+    def attention_weights(self, interaction) -> torch.Tensor:
+        """Attention [B, L] of the target (query) over the history in the last block, averaged
+        over heads, in the order of ``item_id_list`` (0 at padding); the rest of each row's
+        unit mass is on the target itself."""
+        _, mask, weights = self._encode(interaction)
+        seq, length = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        L = seq.shape[1]
+        target_row = weights[:, -1, :L]  # right-aligned history slots
+        slot = torch.arange(L, device=seq.device).unsqueeze(0) + (L - length).unsqueeze(1)  # history idx -> slot
+        valid = slot < L
+        out = target_row.gather(1, slot.clamp(max=L - 1))
+        return torch.where(valid, out, torch.zeros_like(out))
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        return self.loss_fct(self.forward(interaction), interaction[self.LABEL].float())
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Click probabilities [B]."""
+        return torch.sigmoid(self.forward(interaction))
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Probabilities [B, N] for every item, ``full_sort_chunk`` items at a time."""
+        return full_sort_in_chunks(self.predict, interaction, self.ITEM_ID, self.n_items, self.full_sort_chunk)

@@ -1,0 +1,409 @@
+"""AttnDIEN: Deep Interest Evolution Network for click-through-rate prediction.
+
+Paper: Guorui Zhou, Na Mou, Ying Fan, Qi Pi, Weijie Bian, Chang Zhou, Xiaoqiang Zhu,
+Kun Gai. "Deep Interest Evolution Network for Click-Through Rate Prediction",
+AAAI 2019, arXiv 1809.03672.
+
+Deviations from the paper (and from its public code, github.com/mouna99/dien, where
+the paper leaves a detail open):
+
+- Data: RecBole's sequential pipeline gives one sample per prefix of a user's history
+  (``item_id_list`` [B, L], right-padded, plus the target ``item_id``); negatives of the
+  CTR task are items sampled by RecBole's ``train_neg_sample_args`` (label 0), the
+  positives are the clicked next items (label 1). Evaluation: RecBole's labelled
+  protocol with sampled negatives, AUC, GAUC and LogLoss (see AttnDIEN.yaml).
+- Auxiliary-loss negatives are drawn afresh every training batch on the model's device,
+  uniformly over the items (the paper's code reads a negative drawn once per sample when
+  the data were written; RecBole's DIEN draws them once for the whole dataset).
+  Guarantee: a negative that enters the loss is never the padding item, never the
+  positive it is paired with, and never an item the same user clicked anywhere in this
+  batch (the history of any of that user's rows, or the target of a row with label 1).
+  Draws that hit such an item are redrawn, up to ``aux_neg_max_tries`` times; a position
+  whose draws all failed is left out of the auxiliary loss (never used with a clicked
+  item). Items the user clicked outside the batch are not excluded.
+- The auxiliary loss covers pairs (h_t, e_{t+1}) inside the history (t = 1..T-1),
+  averaged over the real positions of the distinct (user, history) rows of the batch: a
+  sampled negative row repeats its positive's history and is counted once (the interest
+  extractor also runs once per distinct history, in training and evaluation). The
+  target of a sample is not used as e_{T+1} (its label may be 0).
+- Auxiliary net: BatchNorm -> MLP ``aux_mlp`` (paper code: 100-50, sigmoid) -> one
+  logit, as the paper's code (which ends in a 2-way softmax, the same model as one
+  sigmoid logit). BatchNorm sees only the real positions.
+- Attention in the interest-evolving layer: DIN's activation unit over
+  [h_t, e_a, h_t - e_a, h_t * e_a] -> MLP -> softmax over the real positions (as the
+  paper's code, ``din_fcn_attention`` with softmax); eq. (8) of the paper writes a
+  bilinear form h_t W e_a, the code uses the MLP unit.
+- The GRU hidden size equals the behaviour-embedding size D (the paper's code: 36 =
+  item + category embedding), so the attention can compare h_t with the target.
+- Final MLP input: [user features, e_a, sum_t e_t, e_a * sum_t e_t, h'_T] as in the
+  paper's code; MLP 200-80 with Dice, then one logit (the paper's code: a 2-way softmax).
+  Sigmoid only in ``predict``.
+- ``gru_type: GRU`` is the paper's "two-layer GRU + attention" baseline: a second GRU
+  over the interests, then attention pooling sum_t a_t h'_t of its states.
+- The interest extractor is ``nn.GRU`` over packed sequences (padding never read); the
+  evolving cells are our own, batch-vectorised and looped over time, a padded step
+  keeps the state. All weights are initialised by ``_init_weights`` (xavier-normal
+  matrices, per gate for ``nn.GRU``, and embeddings; zero biases), as RecBole's DIEN
+  initialises its embeddings and linear layers; the GRU weights included.
+- ``use_user_id`` adds a user id embedding to the final MLP input (the paper's code
+  does); user profile features (``user_fields``) are added as in DIN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_attn import evaluator as _evaluator  # noqa: F401  (registers the value metric GAUC)
+from recbole_attn.config import ConfigError
+from recbole_attn.layers import MLP, ItemFeatureEmbedding, TargetAttention, user_feature_embedding
+
+GRU_TYPES = ("GRU", "AIGRU", "AGRU", "AUGRU")
+CELL_KINDS = ("GRU", "AGRU", "AUGRU")
+
+
+class AttentionalGRU(nn.Module):
+    r"""A GRU (paper convention h_t = (1 - u_t) h_{t-1} + u_t \tilde h_t) whose update gate
+    can be driven by an attention score, looped over time and vectorised over the batch.
+
+    - ``GRU``:   u_t = sigmoid(W_u i_t + U_u h_{t-1} + b_u)                (eq. 1-4)
+    - ``AGRU``:  u_t = a_t (the attention score replaces the update gate)  (eq. 9)
+    - ``AUGRU``: u_t = a_t * sigmoid(W_u i_t + U_u h_{t-1} + b_u)          (eq. 10-11)
+
+    r_t = sigmoid(W_r i_t + U_r h_{t-1} + b_r); \tilde h_t = tanh(W_h i_t + r_t * (U_h h_{t-1}) + b_h).
+    A step whose mask is False leaves the state unchanged.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, kind: str = "GRU"):
+        super().__init__()
+        if kind not in CELL_KINDS:
+            raise ConfigError(f"cell kind must be one of {', '.join(CELL_KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.hidden_size = hidden_size
+        self.n_gates = 2 if kind == "AGRU" else 3  # [r, h~] or [r, h~, u]
+        self.input_proj = nn.Linear(input_size, self.n_gates * hidden_size)
+        self.hidden_proj = nn.Linear(hidden_size, self.n_gates * hidden_size, bias=False)
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        mask: torch.Tensor,
+        attention: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs [B, L, I], mask [B, L] bool (True = real), attention [B, L] (AGRU/AUGRU).
+
+        Returns:
+            states [B, L, H] (a padded step repeats the previous state) and the state
+            after the last real step [B, H].
+        """
+        if self.kind != "GRU" and attention is None:
+            raise ValueError(f"{self.kind} needs attention scores")
+        b, length, _ = inputs.shape
+        # input projections of all steps at once; unbind (not x[:, t]) so that backward
+        # stacks L gradients instead of filling a full [B, L, G*H] tensor per step
+        steps = self.input_proj(inputs).unbind(1)  # L x [B, G*H]
+        keeps = mask.unsqueeze(-1).unbind(1)  # L x [B, 1]
+        scores = attention.unsqueeze(-1).unbind(1) if attention is not None else [None] * length
+        h = inputs.new_zeros(b, self.hidden_size)
+        states = []
+        for x_t, keep, a_t in zip(steps, keeps, scores):
+            gx = x_t.chunk(self.n_gates, dim=-1)
+            gh = self.hidden_proj(h).chunk(self.n_gates, dim=-1)
+            r = torch.sigmoid(gx[0] + gh[0])
+            candidate = torch.tanh(gx[1] + r * gh[1])
+            if self.kind == "AGRU":
+                u = a_t
+            else:
+                u = torch.sigmoid(gx[2] + gh[2])
+                if self.kind == "AUGRU":
+                    u = a_t * u
+            h = torch.where(keep, h + u * (candidate - h), h)
+            states.append(h)
+        return torch.stack(states, dim=1), h
+
+
+class AttnDIEN(SequentialRecommender):
+    r"""DIEN (Zhou et al., AAAI 2019): interest extractor GRU with an auxiliary loss, and an
+    interest-evolving layer driven by attention to the target item.
+
+    Equations of the paper -> methods (B batch, L history length, D behaviour-embedding
+    size = GRU hidden size, N items, C items per chunk):
+
+    - Behaviour and target embedding e = [id ⊕ item features] -> ``item_embedding``.
+    - Interest extractor (eq. 1-4): h_t = GRU(e_t), packed over the real items ->
+      ``interests``.
+    - Auxiliary loss (eq. 6-7): -mean_t [log sigmoid(f(h_t, e_{t+1})) +
+      log(1 - sigmoid(f(h_t, \hat e_{t+1})))], f the auxiliary MLP, \hat e a negative drawn
+      every batch -> ``sample_aux_negatives``, ``auxiliary_loss``.
+    - Attention a_t = softmax_t(unit(h_t, e_a)) (eq. 8, the code's MLP unit) ->
+      ``evolve``.
+    - Interest evolving (eq. 9-11): GRU + attention pooling, AIGRU (i'_t = a_t h_t), AGRU,
+      AUGRU (``gru_type``) -> ``evolve`` with :class:`AttentionalGRU`.
+    - Final MLP over [user, e_a, sum e, e_a * sum e, h'_T] -> one logit -> ``forward``.
+    - Loss (eq. 12): L = L_target (BCE) + alpha * L_aux -> ``calculate_loss``.
+    """
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.LABEL = config["LABEL_FIELD"]
+        self.embedding_size: int = config["embedding_size"]
+        item_fields = config["item_fields"]  # None = every loaded item feature
+        self.item_fields: list[str] | None = None if item_fields is None else list(item_fields)
+        self.use_user_id: bool = config["use_user_id"]
+        self.gru_type: str = config["gru_type"]
+        self.alpha: float = config["alpha"]
+        self.aux_mlp: list[int] = list(config["aux_mlp"])
+        self.aux_activation: str = config["aux_activation"]
+        self.attention_mlp: list[int] = list(config["attention_mlp"])
+        self.attention_activation: str = config["attention_activation"]
+        self.mlp_hidden_size: list[int] = list(config["mlp_hidden_size"])
+        self.activation: str = config["activation"]
+        self.dropout_prob: float = config["dropout_prob"]
+        self.full_sort_chunk: int = config["full_sort_chunk"]
+        self.aux_neg_max_tries: int = config["aux_neg_max_tries"]
+        if self.gru_type not in GRU_TYPES:
+            raise ConfigError(
+                f"gru_type must be one of {', '.join(GRU_TYPES)}, got {self.gru_type!r} "
+                "(set gru_type in AttnDIEN.yaml or on the command line)"
+            )
+        if self.full_sort_chunk < 1:
+            raise ConfigError(f"full_sort_chunk must be >= 1, got {self.full_sort_chunk}")
+        if self.aux_neg_max_tries < 1:
+            raise ConfigError(f"aux_neg_max_tries must be >= 1, got {self.aux_neg_max_tries}")
+        if self.n_items < 3:
+            raise ConfigError("AttnDIEN needs at least two real items to draw negatives")
+
+        self.item_embedding = ItemFeatureEmbedding(dataset, self.embedding_size, self.item_fields)
+        d = self.item_embedding.out_dim
+        self.hidden_size = d
+        self.user_embedding = user_feature_embedding(
+            dataset, self.embedding_size, config["user_fields"], include_id=self.use_user_id
+        )
+        user_dim = self.user_embedding.out_dim if self.user_embedding is not None else 0
+        # interest extractor layer
+        self.extractor = nn.GRU(d, d, batch_first=True)
+        self.aux_norm = nn.BatchNorm1d(2 * d)
+        self.aux_net = MLP(2 * d, self.aux_mlp, activation=self.aux_activation)
+        self.aux_out = nn.Linear(self.aux_net.out_dim, 1)
+        # interest evolving layer
+        self.attention = TargetAttention(
+            d, self.attention_mlp, activation=self.attention_activation, softmax=True
+        )
+        kind = self.gru_type if self.gru_type in ("AGRU", "AUGRU") else "GRU"
+        self.evolver = AttentionalGRU(d, d, kind)
+        # prediction
+        in_dim = user_dim + 4 * d
+        self.mlp = MLP(in_dim, self.mlp_hidden_size, activation=self.activation, dropout=self.dropout_prob)
+        self.out = nn.Linear(self.mlp.out_dim, 1)
+        self.loss_fct = nn.BCEWithLogitsLoss()
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Embedding):
+            nn.init.xavier_normal_(module.weight)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.GRU):
+            for name, param in module.named_parameters():
+                if name.startswith("weight"):
+                    for gate in param.chunk(3, dim=0):  # per gate, as the cells' Linear
+                        nn.init.xavier_normal_(gate)
+                else:
+                    nn.init.zeros_(param)
+
+    # ------------------------------------------------------------------ history
+
+    def history_mask(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """[B, L] bool, True = real item (RecBole right-pads histories)."""
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        return positions.unsqueeze(0) < item_seq_len.unsqueeze(1)
+
+    def interests(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor):
+        """Interest extractor: embeddings e [B, L, D], states h [B, L, D] (0 at padding), mask [B, L]."""
+        mask = self.history_mask(item_seq, item_seq_len)
+        emb = self.item_embedding(item_seq) * mask.unsqueeze(-1)
+        lengths = item_seq_len.clamp(min=1).cpu()
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.extractor(packed)
+        h, _ = pad_packed_sequence(out, batch_first=True, total_length=item_seq.shape[1])
+        return emb, h * mask.unsqueeze(-1), mask
+
+    def evolve(self, h: torch.Tensor, mask: torch.Tensor, target: torch.Tensor):
+        """Interest evolving layer for each row's target e_a [B, D] over h [B, L, D].
+
+        Returns:
+            final interest h'_T [B, D] and attention weights a [B, L] (0 at padding, sum 1).
+        """
+        if self.gru_type == "GRU":
+            states, _ = self.evolver(h, mask)
+            weights = self.attention(states, target, mask)[1]
+            final = (weights.unsqueeze(-1) * states * mask.unsqueeze(-1)).sum(1)
+            return final, weights
+        weights = self.attention(h, target, mask)[1]
+        if self.gru_type == "AIGRU":
+            _, final = self.evolver(h * weights.unsqueeze(-1), mask)
+        else:
+            _, final = self.evolver(h, mask, weights)
+        return final, weights
+
+    def _logits(self, hist: dict, user_repr: torch.Tensor, target_ids: torch.Tensor):
+        """Logits [B'] for rows of the history summary ``hist`` and targets [B'].
+
+        ``hist`` holds e_sum [B', D], h [B', L, D], mask [B', L]; ``user_repr`` [B', U]."""
+        target = self.item_embedding(target_ids)
+        final, weights = self.evolve(hist["h"], hist["mask"], target)
+        e_sum = hist["e_sum"]
+        x = torch.cat([user_repr, target, e_sum, target * e_sum, final], dim=-1)
+        return self.out(self.mlp(x)).squeeze(-1), weights
+
+    def _users(self, interaction) -> torch.Tensor:
+        """User id of every row [B]; each row its own user when the data have no user ids."""
+        if self.USER_ID and self.USER_ID in interaction.interaction:
+            return interaction[self.USER_ID]
+        return torch.arange(len(interaction[self.ITEM_SEQ_LEN]), device=interaction[self.ITEM_SEQ].device)
+
+    @staticmethod
+    def distinct_rows(user: torch.Tensor, item_seq: torch.Tensor, mask: torch.Tensor):
+        """Rows with distinct (user, history): first row of each [U] and the row -> distinct
+        index map [B]. RecBole's sampled negatives repeat their positive's history, and an
+        evaluation batch scores many items against one history."""
+        key = torch.cat([user.unsqueeze(1), item_seq.masked_fill(~mask, 0)], dim=1)
+        _, inverse = torch.unique(key, dim=0, return_inverse=True)
+        count = int(inverse.max()) + 1
+        order = torch.arange(len(inverse), device=inverse.device)
+        first = torch.full((count,), len(inverse), dtype=torch.long, device=inverse.device)
+        first = first.scatter_reduce(0, inverse, order, reduce="amin")
+        return first, inverse
+
+    def _history(self, interaction) -> tuple[dict, torch.Tensor, dict]:
+        """History summary of every row, the extractor run once per distinct (user, history).
+
+        Returns:
+            hist (e_sum [B, D], h [B, L, D], mask [B, L]), user_repr [B, U] and the
+            distinct rows (rows [U'], emb [U', L, D], h [U', L, D]) for the auxiliary loss.
+        """
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        mask = self.history_mask(item_seq, item_seq_len)
+        rows, inverse = self.distinct_rows(self._users(interaction), item_seq, mask)
+        emb, h, _ = self.interests(item_seq[rows], item_seq_len[rows])
+        hist = {"e_sum": emb.sum(1)[inverse], "h": h[inverse], "mask": mask}
+        if self.user_embedding is None:
+            user_repr = emb.new_zeros(len(item_seq), 0)
+        else:
+            user_repr = self.user_embedding(interaction[self.USER_ID])
+        return hist, user_repr, {"rows": rows, "emb": emb, "h": h}
+
+    def forward(self, interaction) -> torch.Tensor:
+        """Logits [B] of the rows' (history, ``item_id``) pairs."""
+        hist, user_repr, _ = self._history(interaction)
+        return self._logits(hist, user_repr, interaction[self.ITEM_ID])[0]
+
+    # ------------------------------------------------------------------ auxiliary loss
+
+    def sample_aux_negatives(self, interaction, rows: torch.Tensor | None = None):
+        """A negative for every history position of ``rows`` (default: all), drawn now on
+        the model's device, uniformly over the real items.
+
+        Returns:
+            negatives [R, L] (item ids) and valid [R, L] bool: True where the position has a
+            next item (t+1 real) and the draw is no item this user clicked in the batch (in
+            the history of any of the user's rows, or the target of a row with label 1).
+            A draw that hits a clicked item is redrawn up to ``aux_neg_max_tries`` times.
+        """
+        item_seq = interaction[self.ITEM_SEQ]
+        mask = self.history_mask(item_seq, interaction[self.ITEM_SEQ_LEN])
+        user = self._users(interaction)
+        n = self.n_items
+        # sorted keys user * n + item of everything the batch shows as clicked
+        clicked = [(user.unsqueeze(1) * n + item_seq)[mask]]
+        if self.LABEL in interaction.interaction:
+            pos = interaction[self.LABEL] > 0.5
+            clicked.append(user[pos] * n + interaction[self.ITEM_ID][pos])
+        keys = torch.unique(torch.cat(clicked))  # sorted
+        if rows is not None:
+            user, mask = user[rows], mask[rows]
+        row_key = (user * n).unsqueeze(1)
+
+        def is_clicked(items: torch.Tensor) -> torch.Tensor:
+            query = row_key + items
+            idx = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
+            return keys[idx] == query
+
+        negatives = torch.randint(1, n, mask.shape, device=item_seq.device)
+        bad = is_clicked(negatives)
+        for _ in range(self.aux_neg_max_tries - 1):
+            redraw = torch.randint(1, n, mask.shape, device=item_seq.device)
+            negatives = torch.where(bad, redraw, negatives)
+            bad = is_clicked(negatives)
+        has_next = torch.zeros_like(mask)
+        has_next[:, :-1] = mask[:, 1:]
+        return negatives, has_next & ~bad
+
+    def auxiliary_loss(self, distinct: dict, interaction) -> torch.Tensor:
+        """Eq. (6-7) over the distinct histories of the batch: h_t against e_{t+1}
+        (clicked) and a fresh negative, mean over the valid positions."""
+        negatives, valid = self.sample_aux_negatives(interaction, distinct["rows"])
+        valid = valid[:, :-1]
+        h, emb = distinct["h"], distinct["emb"]
+        if int(valid.sum()) < 2:  # BatchNorm needs two rows; nothing to learn from fewer
+            return h.new_zeros(())
+        state = h[:, :-1][valid]  # [M, D]
+        pos = emb[:, 1:][valid]
+        neg = self.item_embedding(negatives[:, :-1][valid])
+        logits = self.aux_logit(torch.cat([state, state]), torch.cat([pos, neg]))
+        labels = torch.cat([torch.ones(len(state)), torch.zeros(len(state))]).to(logits)
+        # mean over positions of [-log s(pos) - log(1 - s(neg))]
+        return 2.0 * F.binary_cross_entropy_with_logits(logits, labels)
+
+    def aux_logit(self, state: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Auxiliary net: [h_t, e] [M, 2D] -> BatchNorm -> MLP -> logit [M]."""
+        return self.aux_out(self.aux_net(self.aux_norm(torch.cat([state, item], -1)))).squeeze(-1)
+
+    # ------------------------------------------------------------------ RecBole API
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        hist, user_repr, distinct = self._history(interaction)
+        logits = self._logits(hist, user_repr, interaction[self.ITEM_ID])[0]
+        loss = self.loss_fct(logits, interaction[self.LABEL].float())
+        if self.alpha > 0:
+            loss = loss + self.alpha * self.auxiliary_loss(distinct, interaction)
+        return loss
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Click probability [B] of each row's (history, ``item_id``) pair."""
+        return torch.sigmoid(self.forward(interaction))
+
+    def attention_weights(self, interaction) -> torch.Tensor:
+        """Attention a_t [B, L] of each row's target over its history (0 at padding).
+
+        For ``gru_type: GRU`` these weigh the second GRU's states, otherwise the
+        interest-extractor states that drive the evolving GRU."""
+        hist, user_repr, _ = self._history(interaction)
+        return self._logits(hist, user_repr, interaction[self.ITEM_ID])[1]
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Click probabilities of every item for each row: [B, N], ``full_sort_chunk``
+        items at a time, equal to ``predict`` item by item."""
+        hist, user_repr, _ = self._history(interaction)
+        b = user_repr.shape[0]
+        device = hist["h"].device
+        scores = []
+        for start in range(0, self.n_items, self.full_sort_chunk):
+            items = torch.arange(start, min(start + self.full_sort_chunk, self.n_items), device=device)
+            c = items.numel()
+            rows = {k: v.repeat_interleave(c, dim=0) for k, v in hist.items()}
+            logits, _ = self._logits(rows, user_repr.repeat_interleave(c, dim=0), items.repeat(b))
+            scores.append(torch.sigmoid(logits).view(b, c))
+        return torch.cat(scores, dim=1)

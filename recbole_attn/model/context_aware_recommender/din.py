@@ -1,0 +1,213 @@
+"""AttnDIN: Deep Interest Network, as in the paper.
+
+Paper: Guorui Zhou, Xiaoqiang Zhu, Chenru Song, Ying Fan, Han Zhu, Xiao Ma, Yanghui Yan,
+Junqi Jin, Han Li, Kun Gai. "Deep Interest Network for Click-Through Rate Prediction",
+KDD 2018, arXiv 1706.06978.
+
+Why a SequentialRecommender in ``context_aware_recommender/``: the model needs the user's
+behaviour history (``item_id_list``, ``item_length``) next to each scored row, and RecBole
+builds those fields only in its ``SequentialDataset``, which it creates for
+``ModelType.SEQUENTIAL`` models (RecBole's own DIN subclasses ``SequentialRecommender``
+for the same reason). The folder groups the target-item scoring (CTR) models.
+
+Deviations from the paper:
+
+- Training negatives: RecBole's labelled protocol with sampled negatives (one uniform
+  negative per positive in training, 100 per positive in evaluation); the paper's
+  datasets come with impressions and clicks.
+- Mini-batch aware regularisation: n_j is the number of training examples whose target
+  item is j (for a feature value: of items/users carrying it), at least 1; the paper
+  counts occurrences of the feature id in all samples. The term is
+  ``reg_weight * sum_j ||w_j||^2 / n_j`` over the distinct rows j read in the batch
+  (the paper's update, eq. 8, is its gradient up to a factor 2). Plain ``l2`` is the
+  same sum over every row of every embedding table (the baseline the paper compares
+  against); MLP weights can be decayed with RecBole's ``weight_decay``.
+- Optimiser: RecBole's Adam (learning_rate) instead of the paper's SGD with decay.
+- Context features are not modelled (RecBole's interactions carry none by default).
+- Padding never enters the attention MLP (so it cannot move Dice's batch statistics).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import FeatureType, InputType
+
+from recbole_attn import evaluator  # noqa: F401  (registers the value metric GAUC)
+from recbole_attn.config import ConfigError
+from recbole_attn.layers import (
+    MLP,
+    FeatureTableEmbedding,
+    ItemFeatureEmbedding,
+    TargetAttention,
+    full_sort_in_chunks,
+    user_feature_embedding,
+)
+
+REG_TYPES = ("mba", "l2", "none")
+
+
+def table_frequencies(emb: FeatureTableEmbedding, id_counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Training frequency of every row of every embedding table of ``emb``.
+
+    ``id_counts`` [num ids] counts training examples per id; a feature value's count is
+    the sum over the ids carrying it (token_seq: each token). Counts are at least 1.
+    """
+    out = {}
+    if emb.include_id:
+        out["id"] = id_counts.float().clamp(min=1)
+    for field in emb.fields:
+        if emb.types[field] == FeatureType.FLOAT:
+            continue
+        values = getattr(emb, f"table_{field}")  # [num ids] or [num ids, S]
+        weights = id_counts.float()
+        if values.dim() == 2:
+            weights = weights.unsqueeze(1).expand_as(values)
+        counts = torch.zeros(emb.embeddings[field].num_embeddings)
+        counts.index_add_(0, values.reshape(-1), weights.reshape(-1))
+        out[field] = counts.clamp(min=1)
+    return out
+
+
+def embedding_tables(emb: FeatureTableEmbedding) -> dict[str, nn.Embedding]:
+    tables = {"id": emb.id_embedding} if emb.include_id else {}
+    tables.update({f: m for f, m in emb.embeddings.items() if isinstance(m, nn.Embedding)})
+    return tables
+
+
+class AttnDIN(SequentialRecommender):
+    r"""DIN (Zhou et al., KDD 2018): target attention over the behaviour history.
+
+    Equations of the paper -> methods:
+
+    - Embedding of a goods: [goods_id (+) its features] (Sec. 4.1) for history and
+      candidate alike -> ``ItemFeatureEmbedding`` in ``forward``.
+    - Local activation unit, eq. 3: v_U(A) = sum_j a(e_j, v_A) e_j, a = Linear(MLP(
+      [e_j, v_A, e_j - v_A, e_j * v_A])) without softmax -> ``TargetAttention``;
+      weights of a scored pair -> ``attention_weights``.
+    - Fig. 2: concat(user profile, v_U(A), v_A) -> MLP 200-80 with Dice (eq. 9) ->
+      logit -> ``forward``; sigmoid -> ``predict``.
+    - Loss, eq. 2 (log loss) plus mini-batch aware regularisation, eq. 6-8 ->
+      ``calculate_loss`` / ``regularization``.
+
+    Tensor shapes: B batch, L ``MAX_ITEM_LIST_LENGTH``, D item embedding width
+    (``embedding_size * (1 + #item fields)``), N items.
+    """
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.LABEL = config["LABEL_FIELD"]
+        self.embedding_size: int = config["embedding_size"]
+        self.mlp_hidden_size: list[int] = list(config["mlp_hidden_size"])
+        self.activation: str = config["activation"]
+        self.attention_mlp: list[int] = list(config["attention_mlp"])
+        self.attention_activation: str = config["attention_activation"]
+        self.attention_softmax: bool = config["attention_softmax"]
+        self.dropout_prob: float = config["dropout_prob"]
+        self.reg_type: str = str(config["reg_type"]).lower()
+        self.reg_weight: float = config["reg_weight"]
+        self.full_sort_chunk: int = config["full_sort_chunk"]
+        if self.reg_type not in REG_TYPES:
+            raise ConfigError(f"reg_type must be one of {', '.join(REG_TYPES)}, got {config['reg_type']!r}")
+
+        self.item_embedding = ItemFeatureEmbedding(dataset, self.embedding_size, config["item_fields"])
+        self.user_embedding = user_feature_embedding(dataset, self.embedding_size, config["user_fields"])
+        d = self.item_embedding.out_dim
+        du = self.user_embedding.out_dim if self.user_embedding is not None else 0
+        self.attention = TargetAttention(d, self.attention_mlp, self.attention_activation, self.attention_softmax)
+        self.mlp = MLP(du + 2 * d, self.mlp_hidden_size, self.activation, self.dropout_prob)
+        self.head = nn.Linear(self.mlp.out_dim, 1)
+        self.loss_fct = nn.BCEWithLogitsLoss()
+
+        item_counts = torch.bincount(dataset.inter_feat[self.ITEM_ID], minlength=self.n_items)
+        self._register_frequencies("item", self.item_embedding, item_counts)
+        if self.user_embedding is not None:
+            n_users = dataset.num(self.USER_ID)
+            user_counts = torch.bincount(dataset.inter_feat[self.USER_ID], minlength=n_users)
+            self._register_frequencies("user", self.user_embedding, user_counts)
+        self.apply(self._init_weights)
+
+    def _register_frequencies(self, prefix: str, emb: FeatureTableEmbedding, counts: torch.Tensor) -> None:
+        for name, freq in table_frequencies(emb, counts).items():
+            self.register_buffer(f"freq_{prefix}_{name}", freq, persistent=False)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Embedding):
+            nn.init.xavier_normal_(module.weight)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def _history(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
+        """History items [B, L] and mask [B, L] (True = real, from ``item_length``)."""
+        seq = interaction[self.ITEM_SEQ]
+        mask = torch.arange(seq.shape[1], device=seq.device).unsqueeze(0) < interaction[self.ITEM_SEQ_LEN].unsqueeze(1)
+        return seq, mask
+
+    def _attend(self, interaction):
+        seq, mask = self._history(interaction)
+        hist = self.item_embedding(seq)  # [B, L, D]
+        target = self.item_embedding(interaction[self.ITEM_ID])  # [B, D]
+        pooled, weights = self.attention(hist, target, mask)
+        return pooled, weights, target
+
+    def forward(self, interaction) -> torch.Tensor:
+        """Logits [B] of the (history, user, target item) rows of ``interaction``."""
+        pooled, _, target = self._attend(interaction)
+        parts = [pooled, target]
+        if self.user_embedding is not None:
+            parts.insert(0, self.user_embedding(interaction[self.USER_ID]))
+        return self.head(self.mlp(torch.cat(parts, -1))).squeeze(-1)
+
+    def attention_weights(self, interaction) -> torch.Tensor:
+        """Weights [B, L] the local activation unit gives each history item for the row's
+        target item (0 at padding); not normalised unless ``attention_softmax``."""
+        return self._attend(interaction)[1]
+
+    def regularization(self, interaction) -> torch.Tensor:
+        """``reg_type`` term: mba (rows read in the batch, / frequency), l2 (all rows) or none."""
+        if self.reg_type == "none" or self.reg_weight == 0:
+            return torch.zeros((), device=self.head.weight.device)
+        groups = [("item", self.item_embedding)]
+        if self.user_embedding is not None:
+            groups.append(("user", self.user_embedding))
+        total = torch.zeros((), device=self.head.weight.device)
+        if self.reg_type == "l2":
+            for _, emb in groups:
+                for table in embedding_tables(emb).values():
+                    total = total + table.weight.pow(2).sum()
+            return self.reg_weight * total
+        seq, mask = self._history(interaction)
+        ids = {
+            "item": torch.cat([seq[mask], interaction[self.ITEM_ID]]),
+            "user": interaction[self.USER_ID] if self.user_embedding is not None else None,
+        }
+        for prefix, emb in groups:
+            tables = embedding_tables(emb)
+            for name, rows in emb.rows_in(ids[prefix]).items():
+                rows = torch.unique(rows)
+                rows = rows[rows != 0]  # the padding row is fixed at zero
+                weight = tables[name].weight[rows]
+                freq = getattr(self, f"freq_{prefix}_{name}")[rows]
+                total = total + (weight.pow(2).sum(-1) / freq).sum()
+        return self.reg_weight * total
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        logits = self.forward(interaction)
+        return self.loss_fct(logits, interaction[self.LABEL].float()) + self.regularization(interaction)
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Click probabilities [B]."""
+        return torch.sigmoid(self.forward(interaction))
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Probabilities [B, N] for every item, computed ``full_sort_chunk`` items at a time."""
+        return full_sort_in_chunks(self.predict, interaction, self.ITEM_ID, self.n_items, self.full_sort_chunk)

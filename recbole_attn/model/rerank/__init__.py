@@ -1,0 +1,5 @@
+"""Re-ranking models: they re-order the top-K list of a trained ranker."""
+
+from recbole_attn.model.rerank.prm import PRM, PRMTrainer
+
+__all__ = ["PRM", "PRMTrainer"]

@@ -1,0 +1,487 @@
+"""PRM: personalised transformer re-ranking of a trained ranker's top-K list.
+
+Paper: Changhua Pei, Yi Zhang, Yongfeng Zhang, Fei Sun, Xiao Lin, Hanxiao Sun, Jian Wu,
+Peng Jiang, Junfeng Ge, Wenwu Ou, Dan Pei. "Personalized Re-ranking for
+Recommendation", RecSys 2019, arXiv 1904.06813.
+
+How PRM runs inside RecBole (the simplest correct design we found):
+
+- PRM is a ``SequentialRecommender`` on the ordinary leave-one-out split, so RecBole
+  builds the validation and test rows (history, next item) exactly as for the ranker.
+- The frozen ranker is rebuilt from ``ranker_checkpoint`` and kept as the submodule
+  ``ranker`` (``requires_grad`` off, always in eval mode, called under ``no_grad``); its
+  weights are saved inside PRM's checkpoints, so save -> load needs nothing else.
+- Training: ``PRMTrainer.fit`` ignores RecBole's training loader (its rows are the
+  ranker's own training targets) and trains on the validation-point rows instead
+  (``recbole_attn.data.rerank.validation_point_loaders``): a share ``prm_holdout_ratio``
+  of those users is held out for early stopping, the rest are PRM's training lists.
+  Each batch builds its lists on the fly from the ranker (deterministic: the ranker is
+  frozen). Lists that do not contain the clicked item carry no signal for a softmax
+  over the list and are left out of the loss.
+- Evaluation: ``full_sort_predict`` returns scores for every item that order the items
+  as the ranker does, with its top K re-ordered by PRM; with ``rerank = False`` it
+  returns the ranker's order unchanged. RecBole's own evaluator then measures the initial
+  and the re-ranked list with the same code (``PRMTrainer.evaluate_initial``).
+
+Trusted checkpoints: a RecBole checkpoint pickles its ``Config``, so loading it can run
+code. PRM loads ``ranker_checkpoint`` only if the file lies inside this run's
+``checkpoint_dir`` (files this project wrote) or ``trust_checkpoint=True`` is set.
+
+Deviations from the paper:
+
+- The personalised vector PV_i: the paper takes the hidden layer of a pre-trained CTR
+  model for (user, item i). Here the pre-trained model is the ranker itself: for a ranker
+  that scores ``s_i = u . v_i`` (SASRec, BERT4Rec-style forward, BPR, ...), PV_i =
+  [u * v_i ; s_i], the element-wise terms of that dot product and their sum, where u is
+  the ranker's sequence representation (``forward(item_seq, item_seq_len)``) or user
+  embedding and v_i its item embedding; for any other ranker PV_i = [s_i].
+- Item features x_i: PRM's own item id embedding concatenated with embeddings of the
+  item fields (token; token_seq mean-pooled; float scaled), not the ranker's raw
+  feature vectors, which a generic RecBole model does not expose.
+- One clicked item per list (the next item of leave-one-out), so the paper's
+  cross-entropy over clicked items is a softmax cross-entropy with one target.
+- A LayerNorm and dropout follow the input projection, as in SASRec/BERT.
+- The initial list always comes from the ranker's full ranking (RecBole's sequential
+  protocol: items of the history are not removed).
+"""
+
+from __future__ import annotations
+
+import os
+from logging import getLogger
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole.model.abstract_recommender import AbstractRecommender, SequentialRecommender
+from recbole.model.layers import TransformerEncoder
+from recbole.trainer import Trainer
+from recbole.utils import FeatureType, InputType
+
+from recbole_attn.config import ConfigError
+from recbole_attn.data.rerank import topk_lists, validation_point_loaders
+
+
+def _is_within(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+class PRMTrainer(Trainer):
+    """RecBole's trainer, fitted on the validation-point lists; see the module docstring."""
+
+    def _build_optimizer(self, **kwargs):
+        kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
+        return super()._build_optimizer(**kwargs)
+
+    def fit(
+        self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None
+    ):
+        """Train PRM on the ranker's lists at the validation point; ``train_data`` is not read.
+
+        Args:
+            train_data: RecBole's training loader (unused: the ranker was fitted on it).
+            valid_data: RecBole's validation loader; split by user into PRM's training
+                lists and the held-out lists for early stopping.
+        """
+        if valid_data is None:
+            raise ConfigError("PRM learns from the validation-point lists: valid_data is required")
+        prm_train, prm_holdout = validation_point_loaders(
+            self.config, valid_data, self.config["prm_holdout_ratio"]
+        )
+        self.logger.info(
+            f"PRM trains on {len(prm_train.dataset)} validation-point lists, "
+            f"{0 if prm_holdout is None else len(prm_holdout.dataset)} held out for early stopping"
+        )
+        return super().fit(prm_train, prm_holdout, verbose, saved, show_progress, callback_fn)
+
+    @torch.no_grad()
+    def evaluate_initial(self, eval_data, show_progress=False):
+        """The ranker's own (initial) list, measured by the same evaluator as PRM's."""
+        self.model.rerank = False
+        try:
+            return Trainer.evaluate(self, eval_data, load_best_model=False, show_progress=show_progress)
+        finally:
+            self.model.rerank = True
+
+
+class PRM(SequentialRecommender):
+    r"""PRM (Pei et al.): transformer re-ranking of a frozen ranker's top-K list.
+
+    Equations of the paper -> methods (B batch, K ``list_length``, N items):
+
+    - Initial list S = top-K of the ranker's scores, item 0 (padding) excluded ->
+      ``ranker_lists``.
+    - Input layer E' = [x_i ; PV_i] + PE_i (learned embedding of the initial rank i),
+      E = E' W^E + b^E -> ``item_features``, ``personal_vectors``, ``forward``.
+    - Encoding layer: N_x transformer blocks (multi-head self-attention + FFN, residuals,
+      LayerNorm) over the list, no causal mask -> ``forward`` (RecBole's
+      ``TransformerEncoder``).
+    - Output layer Score(i) = softmax(F W^O + b^O) over the list -> ``forward`` returns
+      the logits; loss L = -sum_i y_i log P(y_i | X, PV) -> ``calculate_loss``.
+    - Re-ranked list: sort S by Score -> ``full_sort_predict``.
+
+    Without the rank embedding, ``forward`` is exactly permutation-equivariant in the
+    list (no other positional signal exists).
+    """
+
+    input_type = InputType.POINTWISE
+    is_reranker = True
+    trainer_class = PRMTrainer
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.list_length: int = config["list_length"]
+        self.use_personal_vector: bool = config["use_personal_vector"]
+        self.use_rank_embedding: bool = config["use_rank_embedding"]
+        self.embedding_size: int = config["embedding_size"]
+        self.hidden_size: int = config["hidden_size"]
+        self.n_layers: int = config["n_layers"]
+        self.n_heads: int = config["n_heads"]
+        self.inner_size: int = config["inner_size"]
+        self.hidden_dropout_prob: float = config["hidden_dropout_prob"]
+        self.attn_dropout_prob: float = config["attn_dropout_prob"]
+        self.hidden_act: str = config["hidden_act"]
+        self.layer_norm_eps: float = config["layer_norm_eps"]
+        self.initializer_range: float = config["initializer_range"]
+        if config["loss_type"] != "CE":
+            raise ConfigError(
+                f"PRM supports loss_type CE only (softmax over the list), got {config['loss_type']!r}"
+            )
+        if not 1 <= self.list_length <= self.n_items - 1:
+            raise ConfigError(
+                f"list_length={self.list_length} must be in [1, {self.n_items - 1}]: dataset "
+                f"'{config['dataset']}' has {self.n_items - 1} items. Set list_length to at most that."
+            )
+        if self.hidden_size % self.n_heads:
+            raise ConfigError(f"n_heads={self.n_heads} must divide hidden_size={self.hidden_size}")
+        self.rerank = True  # False: full_sort_predict returns the initial (ranker's) order
+
+        # Item features x_i: id embedding + item fields.
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size, padding_idx=0)
+        self.feature_fields = self._item_fields(config, dataset)
+        self.field_embeddings = nn.ModuleDict()
+        for field in self.feature_fields:
+            values = dataset.item_feat[field]
+            self.register_buffer(f"feat_{field}", values.clone(), persistent=False)
+            if dataset.field2type[field] == FeatureType.FLOAT:
+                self.field_embeddings[field] = nn.Linear(1, self.embedding_size)
+            else:
+                self.field_embeddings[field] = nn.Embedding(
+                    dataset.num(field), self.embedding_size, padding_idx=0
+                )
+        feature_dim = self.embedding_size * (1 + len(self.feature_fields))
+
+        # The ranker (loaded after _init_weights so its weights stay the checkpoint's).
+        ranker = self._load_ranker(config, dataset)
+        probe = self._probe_batch(dataset)
+        self.personal_mode = self._personal_mode(ranker, probe) if self.use_personal_vector else "none"
+        pv_dim = {"none": 0, "score": 1}.get(self.personal_mode, None)
+        if pv_dim is None:
+            pv_dim = ranker.item_embedding.embedding_dim + 1
+        self.input_dim = feature_dim + pv_dim
+
+        self.rank_embedding = (  # PE, added in the concatenated input space as in the paper
+            nn.Embedding(self.list_length, self.input_dim) if self.use_rank_embedding else None
+        )
+        self.input_proj = nn.Linear(self.input_dim, self.hidden_size)  # W^E, b^E
+        self.layer_norm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.encoder = TransformerEncoder(
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            hidden_size=self.hidden_size,
+            inner_size=self.inner_size,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attn_dropout_prob=self.attn_dropout_prob,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+        )
+        self.output = nn.Linear(self.hidden_size, 1)  # W^O, b^O
+        self.register_buffer("ranks", torch.arange(self.list_length), persistent=False)
+        self.apply(self._init_weights)
+
+        self.ranker = ranker
+        self.ranker.requires_grad_(False)
+        self.ranker.eval()
+        getLogger().info(f"PRM: ranker {type(ranker).__name__}, personal vector mode '{self.personal_mode}'")
+
+    # ----------------------------------------------------------------- set-up
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def _item_fields(self, config, dataset) -> list[str]:
+        """Item fields used as features: ``item_feature_fields``, or all usable ones when None."""
+        usable = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT)
+        columns = [] if dataset.item_feat is None else dataset.item_feat.columns
+        loaded = [f for f in columns if f != self.ITEM_ID]
+        wanted = config["item_feature_fields"]
+        if wanted is None:
+            return [f for f in loaded if dataset.field2type[f] in usable]
+        missing = [f for f in wanted if f not in loaded]
+        if missing:
+            raise ConfigError(
+                f"item_feature_fields {missing} are not loaded item fields of dataset "
+                f"'{config['dataset']}' (loaded: {loaded or 'none'}). Load them (load_col item) "
+                "or set item_feature_fields to a subset, [] for none."
+            )
+        bad = [f for f in wanted if dataset.field2type[f] not in usable]
+        if bad:
+            raise ConfigError(
+                f"item_feature_fields {bad}: only token, token_seq and float fields are supported"
+            )
+        return list(wanted)
+
+    def _load_ranker(self, config, dataset) -> AbstractRecommender:
+        """Rebuild the ranker from ``ranker_checkpoint``, checking trust and the dataset."""
+        from recbole_attn.config import get_model
+        from recbole_attn.trainer import load_checkpoint
+
+        path = config["ranker_checkpoint"]
+        if not path:
+            raise ConfigError(
+                "PRM needs an initial ranker: pass ranker_checkpoint=PATH (a RecBole or "
+                "recbole-attn checkpoint trained on this dataset) or --ranker=SASRec to train one first"
+            )
+        path = str(path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"ranker_checkpoint not found: {os.path.abspath(path)}")
+        if not (config["trust_checkpoint"] or _is_within(path, config["checkpoint_dir"])):
+            raise ConfigError(
+                f"ranker_checkpoint {path} is outside checkpoint_dir ({config['checkpoint_dir']}); "
+                "loading a RecBole checkpoint unpickles it, which can run code. If you trust the "
+                "file, pass trust_checkpoint=True (or move it into checkpoint_dir)."
+            )
+        try:
+            checkpoint = load_checkpoint(path, map_location="cpu")
+            rconfig, state = checkpoint["config"], checkpoint["state_dict"]
+            rname = rconfig["model"]
+        except Exception as err:  # noqa: BLE001 - any failure to read is the same user error
+            raise ConfigError(
+                f"ranker_checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                "expected a checkpoint written by RecBole's or recbole-attn's trainer"
+            ) from err
+        if rname == type(self).__name__:
+            raise ConfigError(
+                f"ranker_checkpoint {path} is a {rname} checkpoint; the ranker must be a ranking model"
+            )
+        if rconfig["dataset"] != config["dataset"]:
+            raise ConfigError(
+                f"ranker_checkpoint {path} was trained on dataset '{rconfig['dataset']}', "
+                f"not '{config['dataset']}': train the ranker on this dataset"
+            )
+        for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "LIST_SUFFIX", "ITEM_LIST_LENGTH_FIELD"):
+            if rconfig[key] != config[key]:
+                raise ConfigError(
+                    f"ranker_checkpoint {path}: field mismatch, {key}={rconfig[key]!r} in the "
+                    f"checkpoint vs {config[key]!r} here"
+                )
+        for key in ("split", "order"):  # another split could have trained the ranker on test items
+            if rconfig["eval_args"][key] != config["eval_args"][key]:
+                raise ConfigError(
+                    f"ranker_checkpoint {path} was trained with eval_args {key}="
+                    f"{rconfig['eval_args'][key]!r}, PRM runs with {config['eval_args'][key]!r}: "
+                    "the ranker must be trained on the same split (leave-one-out, order TO), "
+                    "or its training data may hold PRM's test items"
+                )
+        try:
+            model_class = get_model(rname)
+        except ConfigError as err:
+            raise ConfigError(f"ranker_checkpoint {path}: {err}") from err
+        if model_class.full_sort_predict is AbstractRecommender.full_sort_predict:
+            raise ConfigError(
+                f"ranker {rname} (from {path}) cannot produce full rankings: it has no "
+                "full_sort_predict. Use a ranking model (e.g. SASRec, BPR, NOVABERT)."
+            )
+        if (
+            issubclass(model_class, SequentialRecommender)
+            and rconfig["MAX_ITEM_LIST_LENGTH"] != config["MAX_ITEM_LIST_LENGTH"]
+        ):
+            raise ConfigError(
+                f"ranker {rname} was trained with MAX_ITEM_LIST_LENGTH={rconfig['MAX_ITEM_LIST_LENGTH']}, "
+                f"PRM runs with {config['MAX_ITEM_LIST_LENGTH']}: pass "
+                f"MAX_ITEM_LIST_LENGTH={rconfig['MAX_ITEM_LIST_LENGTH']}"
+            )
+        rconfig["device"] = config["device"]
+        try:
+            ranker = model_class(rconfig, dataset)
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(
+                f"cannot rebuild ranker {rname} from {path} on dataset '{config['dataset']}' "
+                f"({type(err).__name__}: {err}); load the fields it was trained with (load_col)"
+            ) from err
+        own = ranker.state_dict()
+        mismatched = [
+            f"{k}: checkpoint {tuple(v.shape)} vs dataset {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if mismatched or set(state) != set(own):
+            detail = "; ".join(mismatched) or f"parameter names differ ({sorted(set(state) ^ set(own))[:5]})"
+            raise ConfigError(
+                f"ranker_checkpoint {path} does not fit dataset '{config['dataset']}' "
+                f"({self.n_items} item ids incl. padding): item count / field mismatch: {detail}. "
+                "It was trained on another dataset or other settings; train the ranker on this one."
+            )
+        ranker.load_state_dict(state)
+        ranker.load_other_parameter(checkpoint.get("other_parameter"))
+        return ranker.to(config["device"])
+
+    def _probe_batch(self, dataset):
+        index = torch.arange(min(2, len(dataset)))
+        return dataset[index].to(self.device)
+
+    def _personal_mode(self, ranker, probe) -> str:
+        """'sequence' / 'user' when the ranker exposes u and v_i with s_i = u . v_i, else 'score'."""
+        ranker.eval()
+        try:
+            with torch.no_grad():
+                scores = ranker.full_sort_predict(probe)
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(
+                f"ranker {type(ranker).__name__} cannot produce full rankings on this dataset "
+                f"(full_sort_predict raised {type(err).__name__}: {err})"
+            ) from err
+        if not torch.is_tensor(scores) or scores.numel() != len(probe) * self.n_items:
+            raise ConfigError(
+                f"ranker {type(ranker).__name__} cannot produce full rankings: full_sort_predict "
+                f"returned {getattr(scores, 'shape', type(scores))}, expected [{len(probe)}, {self.n_items}]"
+            )
+        emb = getattr(ranker, "item_embedding", None)
+        if not isinstance(emb, nn.Embedding) or emb.num_embeddings != self.n_items:
+            return "score"
+        if isinstance(ranker, SequentialRecommender):
+            try:
+                with torch.no_grad():
+                    u = ranker.forward(probe[self.ITEM_SEQ], probe[self.ITEM_SEQ_LEN])
+            except Exception:  # noqa: BLE001 - forward has another signature: fall back
+                u = None
+            if torch.is_tensor(u) and tuple(u.shape) == (len(probe), emb.embedding_dim):
+                return "sequence"
+        user_emb = getattr(ranker, "user_embedding", None)
+        if isinstance(user_emb, nn.Embedding) and user_emb.embedding_dim == emb.embedding_dim:
+            return "user"
+        return "score"
+
+    def train(self, mode: bool = True):
+        """Train/eval mode for PRM; the frozen ranker always stays in eval mode."""
+        super().train(mode)
+        if hasattr(self, "ranker"):
+            self.ranker.eval()
+        return self
+
+    # ----------------------------------------------------------------- lists
+    @torch.no_grad()
+    def ranker_scores(self, interaction) -> torch.Tensor:
+        """The ranker's scores of all items, padding at -inf: [B, N]."""
+        scores = self.ranker.full_sort_predict(interaction).view(len(interaction), -1).float().clone()
+        scores[:, 0] = -torch.inf
+        return scores
+
+    @torch.no_grad()
+    def ranker_lists(self, interaction):
+        """Initial lists: all scores [B, N], items [B, K] (best first, never 0), their scores [B, K]."""
+        scores = self.ranker_scores(interaction)
+        items, list_scores = topk_lists(scores, self.list_length)
+        return scores, items, list_scores
+
+    @torch.no_grad()
+    def personal_vectors(self, interaction, items: torch.Tensor, list_scores: torch.Tensor):
+        """PV_i from the ranker: [B, K, P], or None without personal vectors."""
+        if self.personal_mode == "none":
+            return None
+        s = list_scores.unsqueeze(-1)  # [B, K, 1]
+        if self.personal_mode == "score":
+            return s
+        if self.personal_mode == "sequence":
+            u = self.ranker.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        else:
+            u = self.ranker.user_embedding(interaction[self.USER_ID])
+        v = self.ranker.item_embedding(items)  # [B, K, H]
+        return torch.cat([u.unsqueeze(1) * v, s], dim=-1)
+
+    def item_features(self, items: torch.Tensor) -> torch.Tensor:
+        """x_i: id embedding and item-field embeddings, concatenated: [B, K] -> [B, K, D_x]."""
+        parts = [self.item_embedding(items)]
+        for field, layer in self.field_embeddings.items():
+            values = getattr(self, f"feat_{field}")[items]
+            if isinstance(layer, nn.Linear):  # float: [B, K] or [B, K, 1]
+                parts.append(layer(values.float().reshape(*items.shape, -1)[..., :1]))
+            elif values.dim() == items.dim():  # token
+                parts.append(layer(values))
+            else:  # token_seq [B, K, S]: mean over its real tokens
+                real = (values != 0).unsqueeze(-1).float()
+                parts.append((layer(values) * real).sum(-2) / real.sum(-2).clamp(min=1.0))
+        return torch.cat(parts, dim=-1)
+
+    # ----------------------------------------------------------------- model
+    def forward(
+        self, items: torch.Tensor, pv: torch.Tensor | None, ranks: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Re-ranking logits over the list.
+
+        Args:
+            items: [B, K] item ids of the initial list.
+            pv: [B, K, P] personalised vectors, or None.
+            ranks: [B, K] initial rank (0 = top) of each item; default: list order.
+
+        Returns:
+            logits [B, K]; softmax over K gives Score(i).
+        """
+        x = self.item_features(items)
+        e = x if pv is None else torch.cat([x, pv.to(x.dtype)], dim=-1)  # E' [B, K, D]
+        if self.rank_embedding is not None:
+            ranks = self.ranks.expand_as(items) if ranks is None else ranks
+            e = e + self.rank_embedding(ranks)
+        h = self.dropout(self.layer_norm(self.input_proj(e)))  # [B, K, d]
+        mask = torch.zeros(items.size(0), 1, 1, items.size(1), dtype=h.dtype, device=h.device)  # all real
+        h = self.encoder(h, mask, output_all_encoded_layers=False)[-1]
+        return self.output(h).squeeze(-1)
+
+    def list_logits(self, interaction):
+        """The initial list and PRM's logits on it: (scores [B, N], items [B, K], logits [B, K])."""
+        scores, items, list_scores = self.ranker_lists(interaction)
+        pv = self.personal_vectors(interaction, items, list_scores)
+        return scores, items, self.forward(items, pv)
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        """Softmax cross-entropy on the clicked item; lists without it are left out."""
+        _, items, logits = self.list_logits(interaction)
+        hit = items == interaction[self.POS_ITEM_ID].unsqueeze(1)  # [B, K]
+        has_click = hit.any(dim=1)
+        if not bool(has_click.any()):
+            return logits.sum() * 0.0
+        target = hit.float().argmax(dim=1)
+        return F.cross_entropy(logits[has_click], target[has_click])
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Order-preserving scores of all items: [B, N].
+
+        Score = -(rank in the ranker's full order), with the top K re-ordered by PRM (or
+        left as the ranker ordered them when ``self.rerank`` is False). Ranks are exact
+        in float32, so ties and score scales of the ranker cannot disturb the order.
+        """
+        scores, items, logits = self.list_logits(interaction)
+        order = scores.argsort(dim=1, descending=True, stable=True)  # [B, N] items by rank
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(order.size(1), device=order.device).expand_as(order))
+        if self.rerank:
+            new_order = logits.argsort(dim=1, descending=True, stable=True)  # positions by PRM
+            new_rank = torch.empty_like(new_order)
+            new_rank.scatter_(1, new_order, self.ranks.expand_as(new_order))
+            rank.scatter_(1, items, new_rank)
+        return -rank.to(torch.float32)
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Score of ``item_id`` per row, from ``full_sort_predict``: [B]."""
+        item = interaction[self.ITEM_ID].unsqueeze(1)
+        return self.full_sort_predict(interaction).gather(1, item).squeeze(1)
