@@ -36,8 +36,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
-    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+def _fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
 def label(record: dict) -> str:
@@ -142,10 +142,12 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
     lines = [
         f"### {dataset}: test metrics, mean ± std over seeds {', '.join(map(str, seeds))}",
         "",
-        f"Device: {'; '.join(devices)}. Settings: {_settings(records)}. Best per column in bold.",
+        f"Device: {'; '.join(devices)}. Settings: {_settings(records)}. Best per column in bold."
+        + (" Times on a CPU shared with other jobs vary between runs: the ± shows by how much."
+           if any(d.startswith("CPU") for d in devices) else ""),
         "",
         *commands(records),
-        "| model | runs | " + " | ".join(metrics) + " | epochs | s/epoch (median) | peak memory MiB | parameters |",
+        "| model | runs | " + " | ".join(metrics) + " | epochs | s/epoch (median per run; mean ± std) | peak memory MiB | parameters |",
         "|---|---|" + "---|" * len(metrics) + "---|---|---|---|",
     ]
     best = {m: _best(summary, m) for m in metrics}
@@ -159,7 +161,7 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
             cells.append(f"**{text}**" if best[m] == model else text)
         lines.append(
             f"| {model} | {s['n']} | " + " | ".join(cells)
-            + f" | {s['epochs']:.1f} | {s['epoch_s'][0]:.2f} | {s['memory_mib']:.0f} ({s['memory_kind']}) | {s['parameters']:,} |"
+            + f" | {s['epochs']:.1f} | {_fmt(*s['epoch_s'], s['n'], digits=1)} | {s['memory_mib']:.0f} ({s['memory_kind']}) | {s['parameters']:,} |"
         )
     return lines + [""]
 
