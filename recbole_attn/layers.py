@@ -310,6 +310,20 @@ def user_feature_embedding(
     return UserFeatureEmbedding(dataset, embedding_size, user_fields, include_id=include_id)
 
 
+def xavier_init(module: nn.Module) -> None:
+    """Initialisation the target-item models share (RecBole's DIN does the same): Xavier
+    normal for embeddings and linear weights, zero biases, zero padding row."""
+    if isinstance(module, nn.Embedding):
+        nn.init.xavier_normal_(module.weight)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.Linear):
+        nn.init.xavier_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def time_bucket(gap: torch.Tensor, num_buckets: int, unit: float = 1.0) -> torch.LongTensor:
     """Log2 bucket of a non-negative time gap.
 

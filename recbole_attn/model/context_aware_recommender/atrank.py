@@ -59,7 +59,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import FeatureType, InputType
 
 from recbole_attn.config import ConfigError
-from recbole_attn.layers import MLP, ItemFeatureEmbedding, time_bucket
+from recbole_attn.layers import MLP, ItemFeatureEmbedding, time_bucket, xavier_init
 
 RANKINGS = ("dot", "mlp")
 
@@ -412,14 +412,7 @@ class ATRank(SequentialRecommender):
         )
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Embedding):
-            nn.init.xavier_normal_(module.weight)
-            if module.padding_idx is not None:
-                nn.init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.Linear):
-            nn.init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        xavier_init(module)
         if module is getattr(self, "item_bias", None):
             nn.init.zeros_(module.weight)
 

@@ -37,7 +37,14 @@ from recbole.utils import InputType
 
 from recbole_attn import evaluator  # noqa: F401  (registers the value metric GAUC)
 from recbole_attn.config import ConfigError
-from recbole_attn.layers import MLP, ItemFeatureEmbedding, full_sort_in_chunks, time_bucket, user_feature_embedding
+from recbole_attn.layers import (
+    MLP,
+    ItemFeatureEmbedding,
+    full_sort_in_chunks,
+    time_bucket,
+    user_feature_embedding,
+    xavier_init,
+)
 
 POSITION_FEATURES = ("time", "order")
 
@@ -137,7 +144,7 @@ class BST(SequentialRecommender):
         self.mlp = MLP((self.max_seq_length + 1) * d + du, self.mlp_hidden_size, self.activation, self.dropout_prob)
         self.head = nn.Linear(self.mlp.out_dim, 1)
         self.loss_fct = nn.BCEWithLogitsLoss()
-        self.apply(self._init_weights)
+        self.apply(xavier_init)
         self._check_time_scale(dataset)
 
     def _check_time_scale(self, dataset) -> None:
@@ -151,17 +158,6 @@ class BST(SequentialRecommender):
                 "every behaviour falls in position bucket 0. Normalised timestamps? Set normalize_all: "
                 "False (BST.yaml does) or a smaller time_unit."
             )
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Embedding):
-            nn.init.xavier_normal_(module.weight)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.Linear):
-            nn.init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     def _sequence(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedded [history right-aligned, target] [B, T, d] and its mask [B, T] (True = real)."""

@@ -61,7 +61,7 @@ from recbole.utils import InputType
 
 from recbole_attn import evaluator as _evaluator  # noqa: F401  (registers the value metric GAUC)
 from recbole_attn.config import ConfigError
-from recbole_attn.layers import MLP, ItemFeatureEmbedding, TargetAttention, user_feature_embedding
+from recbole_attn.layers import MLP, ItemFeatureEmbedding, TargetAttention, user_feature_embedding, xavier_init
 
 GRU_TYPES = ("GRU", "AIGRU", "AGRU", "AUGRU")
 CELL_KINDS = ("GRU", "AGRU", "AUGRU")
@@ -206,15 +206,8 @@ class AttnDIEN(SequentialRecommender):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Embedding):
-            nn.init.xavier_normal_(module.weight)
-            if module.padding_idx is not None:
-                nn.init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.Linear):
-            nn.init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.GRU):
+        xavier_init(module)
+        if isinstance(module, nn.GRU):
             for name, param in module.named_parameters():
                 if name.startswith("weight"):
                     for gate in param.chunk(3, dim=0):  # per gate, as the cells' Linear

@@ -44,6 +44,7 @@ from recbole_attn.layers import (
     TargetAttention,
     full_sort_in_chunks,
     user_feature_embedding,
+    xavier_init,
 )
 
 REG_TYPES = ("mba", "l2", "none")
@@ -129,22 +130,11 @@ class AttnDIN(SequentialRecommender):
             n_users = dataset.num(self.USER_ID)
             user_counts = torch.bincount(dataset.inter_feat[self.USER_ID], minlength=n_users)
             self._register_frequencies("user", self.user_embedding, user_counts)
-        self.apply(self._init_weights)
+        self.apply(xavier_init)
 
     def _register_frequencies(self, prefix: str, emb: FeatureTableEmbedding, counts: torch.Tensor) -> None:
         for name, freq in table_frequencies(emb, counts).items():
             self.register_buffer(f"freq_{prefix}_{name}", freq, persistent=False)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Embedding):
-            nn.init.xavier_normal_(module.weight)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.Linear):
-            nn.init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     def _history(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
         """History items [B, L] and mask [B, L] (True = real, from ``item_length``)."""
