@@ -71,3 +71,17 @@ def build(model: str, **overrides):
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, valid_data, test_data, net, _ = prepare(config, log=False, with_trainer=False)
     return config, net, train_data, valid_data, test_data
+
+
+def scramble_padding(batch, **fields):
+    """A copy of ``batch`` whose padded history positions (index >= item_length) hold other
+    values: ``fields`` maps a ``_list`` field to ``n -> n replacement values``."""
+    import torch
+
+    seq, length = batch["item_id_list"], batch["item_length"]
+    pad = torch.arange(seq.shape[1]).unsqueeze(0) >= length.unsqueeze(1)
+    assert pad.any(), "the batch has no padding to scramble"
+    noisy = type(batch)({k: v.clone() for k, v in batch.interaction.items()})
+    for field, draw in fields.items():
+        noisy[field][pad] = draw(int(pad.sum())).to(noisy[field].dtype)
+    return noisy

@@ -11,7 +11,7 @@ import yaml
 
 from recbole_attn.config import ConfigError
 from recbole_attn.model.context_aware_recommender.bst import BST
-from conftest import build
+from conftest import build, scramble_padding
 
 ITEM_COLS = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "category"]}
 SRC = Path(__file__).resolve().parents[1] / "recbole_attn"
@@ -50,12 +50,11 @@ def trained():
 
 def test_padded_history_positions_change_no_score(trained):
     _, model, batch = trained
-    seq, length = batch["item_id_list"], batch["item_length"]
-    pad = torch.arange(seq.shape[1]).unsqueeze(0) >= length.unsqueeze(1)
-    assert pad.any()
-    noisy = _clone(batch)
-    noisy["item_id_list"][pad] = torch.randint(1, model.n_items, (int(pad.sum()),))
-    noisy["timestamp_list"][pad] = torch.rand(int(pad.sum())) * 1e6
+    noisy = scramble_padding(
+        batch,
+        item_id_list=lambda n: torch.randint(1, model.n_items, (n,)),
+        timestamp_list=lambda n: torch.rand(n) * 1e6,
+    )
     with torch.no_grad():
         assert torch.allclose(model(batch), model(noisy), atol=1e-5)
         assert torch.allclose(model.attention_weights(batch), model.attention_weights(noisy), atol=1e-6)

@@ -12,7 +12,7 @@ import yaml
 from recbole_attn.config import ConfigError
 from recbole_attn.model.context_aware_recommender import dien as dien_module
 from recbole_attn.model.context_aware_recommender.dien import GRU_TYPES, AttentionalGRU, AttnDIEN
-from conftest import build
+from conftest import build, scramble_padding
 
 TINY = dict(
     load_col={"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "category"]},
@@ -37,20 +37,11 @@ def dien():
     return config, model, batch, eval_batch
 
 
-def with_noisy_padding(batch, n_items):
-    seq, length = batch["item_id_list"], batch["item_length"]
-    pad = torch.arange(seq.shape[1]).unsqueeze(0) >= length.unsqueeze(1)
-    assert pad.any()
-    noisy = type(batch)({k: v.clone() for k, v in batch.interaction.items()})
-    noisy["item_id_list"][pad] = torch.randint(1, n_items, (int(pad.sum()),))
-    return noisy
-
-
 @pytest.mark.parametrize("gru_type", GRU_TYPES)
 def test_padded_history_positions_change_no_score(gru_type):
     _, model, train_data, _, _ = make(gru_type=gru_type)
     batch = next(iter(train_data))
-    noisy = with_noisy_padding(batch, model.n_items)
+    noisy = scramble_padding(batch, item_id_list=lambda n: torch.randint(1, model.n_items, (n,)))
     model.eval()
     with torch.no_grad():
         assert torch.equal(model.predict(batch), model.predict(noisy))

@@ -11,7 +11,7 @@ import yaml
 
 from recbole_attn.config import ConfigError
 from recbole_attn.model.context_aware_recommender.din import AttnDIN
-from conftest import build
+from conftest import build, scramble_padding
 
 ITEM_COLS = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "category"]}
 SRC = Path(__file__).resolve().parents[1] / "recbole_attn"
@@ -43,19 +43,10 @@ def trained():
     return config, model, next(iter(train_data)), valid_data
 
 
-def _scramble_padding(batch, n_items):
-    seq, length = batch["item_id_list"], batch["item_length"]
-    pad = torch.arange(seq.shape[1]).unsqueeze(0) >= length.unsqueeze(1)
-    assert pad.any()
-    noisy = type(batch)({k: v.clone() for k, v in batch.interaction.items()})
-    noisy["item_id_list"][pad] = torch.randint(1, n_items, (int(pad.sum()),))
-    return noisy
-
-
 @pytest.mark.parametrize("training", [False, True])
 def test_padded_history_positions_change_no_score(trained, training):
     _, model, batch, _ = trained
-    noisy = _scramble_padding(batch, model.n_items)
+    noisy = scramble_padding(batch, item_id_list=lambda n: torch.randint(1, model.n_items, (n,)))
     model.train(training)
     try:
         with torch.no_grad():
