@@ -12,7 +12,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def git_sha(repo: Path = REPO) -> tuple[str, bool]:
-    """(HEAD commit, whether the work tree has uncommitted changes); ("unknown", False) outside git."""
+    """(HEAD commit, whether tracked files have uncommitted changes); ("unknown", False) outside git.
+
+    Untracked files do not count: records written into the work tree would otherwise mark
+    every later run of a benchmark as dirty."""
 
     def git(*args: str) -> str:
         try:
@@ -23,7 +26,7 @@ def git_sha(repo: Path = REPO) -> tuple[str, bool]:
             return ""
 
     sha = git("rev-parse", "HEAD")
-    return (sha, bool(git("status", "--porcelain"))) if sha else ("unknown", False)
+    return (sha, bool(git("status", "--porcelain", "--untracked-files=no"))) if sha else ("unknown", False)
 
 
 def device_name(device: str = "cpu") -> str:
