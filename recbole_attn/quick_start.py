@@ -18,9 +18,10 @@ import torch
 import torch.distributed as dist
 
 from recbole_attn.config import Config, ConfigError, get_model
+from recbole_attn.data.windows import create_dataset
 from recbole_attn.trainer import get_trainer, load_checkpoint
 
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 

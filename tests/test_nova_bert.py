@@ -9,7 +9,6 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_attn.config import ConfigError
-from recbole_attn.model.sequential_recommender.attn_bert4rec import AttnBERT4Rec
 from recbole_attn.model.sequential_recommender.nova_bert import (
     NOVABERT,
     append_at_end,

@@ -11,22 +11,28 @@ Papers:
 
 Deviations from the papers:
 
-- Training samples: RecBole's sequential pipeline gives one sample per prefix of a
-  user's training sequence, ``item_id_list`` [B, L] plus the next item ``item_id``. The
-  model appends that next item after the history (position ``item_length``), so every
-  item, the last included, can be a cloze target; BERT4Rec builds one sample per user
-  sequence (its code duplicates it with fresh masks), so here short prefixes weigh more.
-  When the history already fills ``MAX_ITEM_LIST_LENGTH`` = L the row is shifted left
-  by one to make room: the oldest item of that sample is dropped (the L most recent
-  items are kept). At inference a history of L items likewise drops its oldest item to
-  make room for the mask token (as BERT4Rec, whose maximum length includes the mask).
+- Training samples (``train_samples``): by default (``prefix``) RecBole's sequential
+  pipeline gives one sample per prefix of a user's training sequence, ``item_id_list``
+  [B, L] plus the next item ``item_id``, the training data of RecBole's own baselines,
+  so short prefixes weigh more than in BERT4Rec. ``window`` keeps BERT4Rec's samples
+  instead: windows of L items sliding by ``int(sliding_window * L)`` from the end of
+  each user's training sequence, plus the first L items (its code's construction, see
+  ``recbole_attn/data/windows.py``); its code also copies each window 10 times with
+  fresh masks, where here every epoch draws fresh masks. The model appends the next
+  item after the history (position ``item_length``), so every item, the last included,
+  can be a cloze target. When the history already fills ``MAX_ITEM_LIST_LENGTH`` = L the
+  row is shifted left by one to make room: the oldest item of that sample is dropped
+  (the L most recent items are kept). At inference a history of L items likewise drops
+  its oldest item to make room for the mask token (as BERT4Rec, whose maximum length
+  includes the mask).
 - Masking: every real item is masked independently with probability ``mask_ratio``; a
   sample that draws no mask gets exactly one (a uniformly chosen real item), so every
   sample has a target. Masked items are always replaced by the mask token (no BERT-style
   80/10/10 random/keep replacement; BERT4Rec describes replacement by [mask] only).
-  BERT4Rec adds samples that mask only the last item, to match the inference task,
-  without giving their share; ``mask_last_ratio`` of the samples of a batch do that,
-  default 0.5 as RecBole's ``ft_ratio``. Masking is drawn on the model's
+  BERT4Rec adds samples that mask only the last item, to match the inference task; the
+  paper does not give their share (its code adds one per window next to 10 cloze
+  copies, about 0.09); ``mask_last_ratio`` of the samples of a batch do that, default
+  0.5 as RecBole's ``ft_ratio``. Masking is drawn on the model's
   device with torch's global generator, fresh every batch.
 - Side information of a masked item is hidden: the mask token has no item features, and
   behaviour values (rating, timestamp, ...) at masked positions and at the inference
@@ -249,6 +255,7 @@ class NOVABERT(SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
+    trains_on_windows = True  # ``train_samples: window`` applies (recbole_attn/data/windows.py)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
