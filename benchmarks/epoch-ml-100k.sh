@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Training-epoch time of the cloze models with their shipped configs on ml-100k (L = 50):
+# RecBole's BERT4Rec, AttnBERT4Rec and NOVABERT on RecBole's prefix samples, and both
+# plugin models on BERT4Rec's sliding windows (train_samples=window). One epoch each,
+# one process after the other, nothing else running: compare the s/epoch column.
+#
+#   bash benchmarks/epoch-ml-100k.sh
+#   recbole-attn report benchmarks/records --doc docs/benchmarks.md --plots docs/img
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/records/epoch}
+bench() { recbole-attn benchmark --dataset ml-100k --seeds 1 --out "$OUT" --resume --no-progress epochs=1 "$@"; }
+
+bench --models BERT4Rec,AttnBERT4Rec,NOVABERT
+bench --models AttnBERT4Rec --label AttnBERT4Rec-window --train_samples=window
+bench --models NOVABERT --label NOVABERT-window --train_samples=window
