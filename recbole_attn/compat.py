@@ -4,9 +4,15 @@
 needs a fix is used. Each fix names the failure it prevents; `tests/test_compat.py` has a
 test per fix that fails without it.
 
-1. pandas >= 3: RecBole's chained ``df[col].fillna(..., inplace=True)`` silently does
-   nothing under copy-on-write and its token_seq remapping raises, so we refuse to start
-   (``check_pandas``) instead of producing silently wrong data.
+1. pandas >= 3 (copy-on-write, new ``Series.agg``): RecBole's chained
+   ``feat[col].fillna(..., inplace=True)`` silently does nothing, which leaves NaN in
+   the token and float columns of users and items missing from the feature files (and
+   makes an empty token_seq value raise on read), and ``feat[col].agg(len)`` returns the
+   column's length instead of each row's, so token_seq/float_seq remapping raises. We
+   replace ``Dataset._fill_nan`` by a copy that assigns its result (same values on
+   every pandas), and while RecBole builds a dataset (``Dataset._from_scratch``,
+   ``SequentialDataset._benchmark_presets``) ``Series.agg(len)`` counts per row and
+   ``read_csv`` reads an empty sequence value as "" (``pandas_compat``).
 2. numpy 2: ``recbole.config.Config`` runs ``np.float = np.float_`` (and friends) and
    raises, because numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``;
    RecBole's metrics, layers and dataset code then use ``np.float``/``np.long``. We
@@ -38,9 +44,14 @@ Checkpoint fixes (``weights_only`` on torch >= 2.6, unique file names) live in
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import os
+from collections.abc import Callable, Iterator
+
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -63,19 +74,66 @@ NUMPY_ALIASES: dict[str, object] = {
 _applied = False
 
 
-def check_pandas(version: str | None = None) -> None:
-    """Raise ImportError when pandas >= 3 is installed (fix 1)."""
-    if version is None:
-        import pandas
+@contextlib.contextmanager
+def pandas_compat() -> Iterator[None]:
+    """pandas < 3 semantics of what RecBole's dataset code relies on, for its duration (fix 1).
 
-        version = pandas.__version__
-    major = int(version.split(".")[0])
-    if major >= 3:
-        raise ImportError(
-            f"recbole-attn needs pandas<3, found pandas {version}: RecBole 1.2.1's "
-            "chained fillna(inplace=True) silently does nothing on pandas 3 and its "
-            "token_seq remapping raises. Fix: pip install 'pandas<3'"
-        )
+    ``Series.agg(len)`` -> [R] int64 length of each row's sequence (pandas 3 calls
+    ``len`` on the whole column); ``read_csv`` -> sequence columns (header ``name:token_seq``
+    or ``name:float_seq``) with empty values as "" instead of NaN.
+    """
+    agg, read_csv = pd.Series.agg, pd.read_csv
+
+    def agg_len_per_row(series, func=None, *args, **kwargs):
+        if func is len:
+            return np.fromiter(map(len, series), dtype=np.int64, count=series.shape[0])
+        return agg(series, func, *args, **kwargs)
+
+    def read_csv_empty_seq(*args, **kwargs):
+        df = read_csv(*args, **kwargs)
+        for column in df.columns:
+            if str(column).endswith("_seq"):
+                df[column] = df[column].fillna("")
+        return df
+
+    pd.Series.agg, pd.read_csv = agg_len_per_row, read_csv_empty_seq
+    try:
+        yield
+    finally:
+        pd.Series.agg, pd.read_csv = agg, read_csv
+
+
+def with_pandas_compat(method: Callable) -> Callable:
+    """``method`` run inside ``pandas_compat`` (fix 1)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with pandas_compat():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def fill_nan(self) -> None:
+    """RecBole's ``Dataset._fill_nan`` with its results assigned, not chained inplace (fix 1).
+
+    Missing token -> 0 ([PAD]), missing float -> the column mean, missing sequence ->
+    an empty array.
+    """
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                empty = np.array([], dtype=dtype)
+                feat[field] = feat[field].apply(lambda x: empty.copy() if isinstance(x, float) else x)
 
 
 def add_numpy_aliases() -> None:
@@ -119,13 +177,16 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    check_pandas()
     add_numpy_aliases()
 
+    from recbole.data.dataset import Dataset, SequentialDataset
     import recbole.model.layers as rb_layers
     import recbole.model.sequential_recommender  # noqa: F401  (imports sine.py: anomaly on)
     import recbole.trainer.trainer as rb_trainer
 
+    Dataset._fill_nan = fill_nan
+    Dataset._from_scratch = with_pandas_compat(Dataset._from_scratch)
+    SequentialDataset._benchmark_presets = with_pandas_compat(SequentialDataset._benchmark_presets)
     torch.autograd.set_detect_anomaly(False)
     rb_layers.FeedForward.gelu = fused_gelu
     rb_trainer.DistributedDataParallel = cpu_safe_ddp

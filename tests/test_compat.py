@@ -11,11 +11,24 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from recbole_attn import compat
 from conftest import REPO, free_port, tiny_config
+
+
+# numpy 2's spellings of the names RecBole 1.2.1 needs to start (fix 2), as source code.
+NUMPY_ALIAS_CODE = {
+    "float_": "np.float64",
+    "complex_": "np.complex128",
+    "unicode_": "np.str_",
+    "float": "float",
+    "int": "int",
+    "long": "np.int_",
+    "bool": "np.bool_",
+}
 
 
 def run_fresh(code: str) -> subprocess.CompletedProcess:
@@ -28,16 +41,86 @@ def run_fresh(code: str) -> subprocess.CompletedProcess:
 # -- pandas ----------------------------------------------------------------------------
 
 
-def test_pandas_3_is_refused_with_the_fix_named():
-    with pytest.raises(ImportError, match=r"pandas<3.*fillna"):
-        compat.check_pandas("3.0.0")
-    compat.check_pandas("2.2.3")  # accepted
+def test_agg_len_counts_per_row_inside_pandas_compat_only():
+    import pandas as pd
+
+    original = pd.Series.agg
+    column = pd.Series([np.array([4, 5]), np.array([6]), np.array([], dtype=np.int64)])
+    with compat.pandas_compat():
+        assert list(column.agg(len)) == [2, 1, 0]  # pandas 3 alone: 3 (the column's length)
+        assert list(column.agg(np.concatenate)) == [4, 5, 6]
+    assert pd.Series.agg is original
 
 
-def test_installed_pandas_is_accepted():
-    import pandas
+GAPS_CONFIG = {
+    "load_col": {
+        "inter": ["user_id", "item_id", "timestamp"],
+        "item": ["item_id", "brand", "price", "tags"],
+    },
+    "normalize_all": False,
+    "filter_inter_by_user_or_item": False,  # keep the interactions of i4, which has no .item row
+    "state": "ERROR",
+}
 
-    assert int(pandas.__version__.split(".")[0]) < 3
+
+def write_gaps_dataset(root, i3_tags: str = "") -> None:
+    """Atomic files 'gaps': items with empty token, float and (by default) token_seq
+    values, and i4 with no .item row at all."""
+    folder = root / "gaps"
+    folder.mkdir()
+    rows = [f"u{u}\ti{i}\t{u * 10 + i}" for u in (1, 2, 3) for i in (1, 2, 3, 4)]
+    (folder / "gaps.inter").write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n" + "\n".join(rows) + "\n"
+    )
+    (folder / "gaps.item").write_text(
+        "item_id:token\tbrand:token\tprice:float\ttags:token_seq\n"
+        "i1\tb1\t10\tt1 t2\n"
+        "i2\tb2\t\tt3\n"
+        f"i3\t\t30\t{i3_tags}\n"
+    )
+
+
+def test_missing_and_empty_feature_values_are_filled_as_recbole_intends(tmp_path):
+    """token -> [PAD], float -> the column mean, token_seq -> empty (RecBole's _fill_nan)."""
+    from recbole.data import create_dataset
+
+    from recbole_attn.config import Config
+
+    write_gaps_dataset(tmp_path)
+    config = Config(
+        model="BPR", dataset="gaps", config_dict={"data_path": str(tmp_path), **GAPS_CONFIG}
+    )
+    dataset = create_dataset(config)
+    feat = dataset.item_feat
+    row = {i: dataset.token2id("item_id", i) for i in ("i1", "i2", "i3", "i4")}
+    price = {i: float(feat["price"][r]) for i, r in row.items()}
+    assert price == {"i1": 10.0, "i2": 20.0, "i3": 30.0, "i4": 20.0}
+    brand = {i: int(feat["brand"][r]) for i, r in row.items()}
+    assert brand["i1"] > 0 and brand["i2"] > 0 and brand["i3"] == 0 and brand["i4"] == 0
+    tags = {i: int((feat["tags"][r] > 0).sum()) for i, r in row.items()}
+    assert tags == {"i1": 2, "i2": 1, "i3": 0, "i4": 0}
+    assert dataset.id2token("tags", feat["tags"][row["i1"]][:2]).tolist() == ["t1", "t2"]
+
+
+@pytest.mark.skipif(int(pd.__version__.split(".")[0]) < 3, reason="RecBole 1.2.1 reads this dataset on pandas 2")
+@pytest.mark.parametrize(
+    "i3_tags, error",
+    [("", "'float' object has no attribute 'split'"), ("t4", "Length of values")],
+)
+def test_recbole_alone_cannot_read_missing_values_on_pandas_3(tmp_path, i3_tags, error):
+    """An empty token_seq value raises on read; otherwise the token_seq remapping raises."""
+    write_gaps_dataset(tmp_path, i3_tags)
+    aliases = ", ".join(f"{k!r}: {v}" for k, v in NUMPY_ALIAS_CODE.items())
+    proc = run_fresh(
+        "import numpy as np\n"
+        f"for k, v in {{{aliases}}}.items():\n"
+        "    np.__dict__.setdefault(k, v)\n"
+        "from recbole.config import Config\n"
+        "from recbole.data import create_dataset\n"
+        f"cfg = dict({GAPS_CONFIG!r}, data_path={str(tmp_path)!r})\n"
+        "create_dataset(Config(model='BPR', dataset='gaps', config_dict=cfg))\n"
+    )
+    assert proc.returncode != 0 and error in proc.stderr
 
 
 # -- numpy 2 ---------------------------------------------------------------------------
