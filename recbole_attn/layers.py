@@ -69,7 +69,9 @@ class Dice(nn.Module):
         if use_batch:
             self.bn.num_batches_tracked.add_(1)
         p = torch.sigmoid(normed)
-        out = p * flat + (1 - p) * self.alpha * flat
+        # p x + (1 - p) alpha x, as x (alpha + (1 - alpha) p): two [N, C] ops, not five
+        # (half the time of Dice's forward + backward on CPU, measured on [80000, 80]).
+        out = flat * torch.addcmul(self.alpha, p, 1 - self.alpha)
         return out.reshape(shape)
 
 
@@ -250,17 +252,24 @@ class FeatureTableEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         parts = [self.id_embedding(ids)] if self.include_id else []
         for field in self.fields:
-            values = getattr(self, f"table_{field}")[ids]
+            table = getattr(self, f"table_{field}")
             ftype = self.types[field]
             if ftype == FeatureType.TOKEN:
-                parts.append(self.embeddings[field](values))
+                parts.append(self.embeddings[field](table[ids]))
+            elif ftype == FeatureType.TOKEN_SEQ and ids.numel() >= table.shape[0]:
+                # pool each row of the table once, then gather: [num, E] work, not [..., S, E]
+                parts.append(self._mean_pool(field, table)[ids])
             elif ftype == FeatureType.TOKEN_SEQ:
-                real = (values != 0).unsqueeze(-1)  # [..., S, 1]
-                summed = (self.embeddings[field](values) * real).sum(-2)
-                parts.append(summed / real.sum(-2).clamp(min=1))
+                parts.append(self._mean_pool(field, table[ids]))
             else:
-                parts.append(self.embeddings[field](values.unsqueeze(-1)))
+                parts.append(self.embeddings[field](table[ids].unsqueeze(-1)))
         return torch.cat(parts, -1)
+
+    def _mean_pool(self, field: str, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean of the embeddings of the non-padding tokens: [..., S] -> [..., E] (0 if none)."""
+        real = (tokens != 0).unsqueeze(-1)  # [..., S, 1]
+        summed = (self.embeddings[field](tokens) * real).sum(-2)
+        return summed / real.sum(-2).clamp(min=1)
 
     def rows_in(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Which rows of each embedding table the ids read: name -> flat LongTensor (with repeats)."""

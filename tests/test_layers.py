@@ -166,6 +166,10 @@ def test_item_feature_embedding_token_seq_is_the_mean_of_real_tokens():
     assert torch.allclose(out[0, 3:6], torch.zeros(3))
     assert torch.allclose(out[1, 3:6], table[1])
     assert torch.allclose(out[2, 3:6], (table[2] + table[3]) / 2)
+    # fewer ids than table rows pools per id, more pools the table once: the same values
+    assert torch.allclose(emb(torch.tensor([2, 1])), out[[2, 1]])
+    ids = torch.tensor([[3, 2, 2], [1, 0, 3]])
+    assert torch.allclose(emb(ids), out[ids])
     year = emb.embeddings["year"]
     assert torch.allclose(out[2, 6:], year(torch.tensor([[0.5]]))[0])
 
