@@ -18,7 +18,13 @@ bench() { recbole-attn benchmark --seeds "$SEEDS" --out "$OUT" --resume --no-pro
 for ds in ml-100k beauty; do
   extra=(--dataset "$ds" --config_files "benchmarks/presets/cpu-$ds.yaml")
   [ "$ds" = beauty ] && extra+=(--data_path="$DATA")
-  bench --models "$MODELS" "${extra[@]}"
+  if [ "$ds" = beauty ]; then
+    # the preset's item_side_fields are NOVABERT's; AttnBERT4Rec (BERT4Rec) refuses side information
+    bench --models "${MODELS/,AttnBERT4Rec/}" "${extra[@]}"
+    bench --models AttnBERT4Rec "${extra[@]}" --item_side_fields='[]'
+  else
+    bench --models "$MODELS" "${extra[@]}"
+  fi
   bench --models NOVABERT --label NOVABERT-add "${extra[@]}" --fusion_type=add
   bench --models NOVABERT --label NOVABERT-concat "${extra[@]}" --fusion_type=concat
   bench --models NOVABERT --label NOVABERT-invasive "${extra[@]}" --attention_type=invasive
