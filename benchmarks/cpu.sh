@@ -3,8 +3,8 @@
 # ml-100k and Beauty with the CPU presets, then NOVABERT's variants (issue: NOVABERT vs
 # invasive vs BERT4Rec). Resumable: runs already recorded are skipped.
 #
-#   recbole-attn convert s3rec --seq ../shared/data/beauty/Beauty.txt \
-#       --attributes ../shared/data/beauty/Beauty_item2attributes.json --name beauty --out "$DATA"
+#   recbole-attn convert s3rec --seq ../shared/data/amazon-s3rec/Beauty.txt \
+#       --attributes ../shared/data/amazon-s3rec/Beauty_item2attributes.json --name beauty --out "$DATA"
 #   DATA=/path/to/converted bash benchmarks/cpu.sh
 #   recbole-attn report benchmarks/records --doc docs/benchmarks.md --plots docs/img
 set -euo pipefail
