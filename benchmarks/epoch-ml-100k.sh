@@ -16,6 +16,8 @@ bench --models AttnBERT4Rec --label AttnBERT4Rec-window epochs=1 --train_samples
 bench --models NOVABERT --label NOVABERT-window epochs=1 --train_samples=window
 
 # Equal training time instead of equal epochs: NOVABERT on prefixes for 5 epochs vs on
-# windows for 35 epochs (about 7x cheaper each, by the runs above).
+# windows for 35 epochs (about 7x cheaper each, by the runs above). The committed records of
+# these two ran with OMP_NUM_THREADS=1 (the five above with torch's default of 2), so their
+# s/epoch compare with each other only.
 bench --models NOVABERT --label NOVABERT-prefix-5ep --epochs=5
 bench --models NOVABERT --label NOVABERT-window-35ep --train_samples=window --epochs=35

@@ -30,10 +30,10 @@ def git_sha(repo: Path = REPO) -> tuple[str, bool]:
 
 
 def device_name(device: str = "cpu") -> str:
-    """'CPU: <model> (<n> cores)' or 'CUDA: <gpu name>'."""
-    if str(device).startswith("cuda"):
-        import torch
+    """'CPU: <model> (<n> cores, torch threads: <t>)' or 'CUDA: <gpu name>'."""
+    import torch
 
+    if str(device).startswith("cuda"):
         return f"CUDA: {torch.cuda.get_device_name(0)}"
     name = platform.processor() or platform.machine()
     try:
@@ -43,7 +43,7 @@ def device_name(device: str = "cpu") -> str:
                 break
     except OSError:
         pass
-    return f"CPU: {name} ({os.cpu_count()} cores)"
+    return f"CPU: {name} ({os.cpu_count()} cores, torch threads: {torch.get_num_threads()})"
 
 
 def versions() -> dict[str, str]:
