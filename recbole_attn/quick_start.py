@@ -68,7 +68,7 @@ def run_recbole(
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
     )
-    result, _ = _train_and_test(config, saved)
+    result, _ = train_and_test(config, saved)
     if not config["single_spec"]:
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
@@ -76,7 +76,7 @@ def run_recbole(
     return result
 
 
-def _train_and_test(config: Config, saved: bool):
+def train_and_test(config: Config, saved: bool):
     """Train and test the model of ``config``: (RecBole's result dict, the trainer)."""
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -121,26 +121,23 @@ def side_by_side(initial: dict, reranked: dict) -> str:
     return "\n".join(rows)
 
 
-def run_with_ranker(
-    model: str,
-    dataset: str,
+def ranker_config(
+    rerank_config: Config,
     ranker: str,
     config_file_list=None,
     config_dict=None,
-    saved: bool = True,
-) -> dict:
-    """Train ``ranker`` on the split, then re-ranker ``model`` (PRM) on its checkpoint.
+) -> Config:
+    """The config of ``ranker``, the initial ranker of the re-ranking run ``rerank_config``.
 
-    Both runs read the same config files, dict and command line (seed, split, epochs);
-    the ranker also gets the re-ranker's ``load_col`` and ``MAX_ITEM_LIST_LENGTH`` so the
-    two see the same item ids and histories. Returns the re-ranker's result dict, with
-    ``ranker_result`` (the ranker's own) and ``ranker_checkpoint`` added.
+    It reads ``config_file_list``, ``config_dict`` and the command line, plus the
+    re-ranker's ``load_col`` and ``MAX_ITEM_LIST_LENGTH``, so the two see the same item
+    ids and histories.
     """
+    model = rerank_config["model"]
     if not getattr(get_model(model), "is_reranker", False):
         raise ConfigError(f"--ranker={ranker} only applies to a re-ranking model (PRM), not --model={model}")
     if getattr(get_model(ranker), "is_reranker", False):
         raise ConfigError(f"--ranker={ranker} is a re-ranker; pass a ranking model such as SASRec")
-    rerank_config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     if rerank_config["ranker_checkpoint"]:
         raise ConfigError(
             f"both --ranker={ranker} and ranker_checkpoint={rerank_config['ranker_checkpoint']} "
@@ -151,8 +148,30 @@ def run_with_ranker(
         load_col=rerank_config["load_col"],
         MAX_ITEM_LIST_LENGTH=rerank_config["MAX_ITEM_LIST_LENGTH"],
     )
-    ranker_config = Config(model=ranker, dataset=dataset, config_file_list=config_file_list, config_dict=ranker_dict)
-    ranker_result, ranker_trainer = _train_and_test(ranker_config, saved=True)
+    return Config(model=ranker, dataset=rerank_config["dataset"], config_file_list=config_file_list, config_dict=ranker_dict)
+
+
+def run_with_ranker(
+    model: str,
+    dataset: str,
+    ranker: str,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+    ranker_config_file_list=None,
+) -> dict:
+    """Train ``ranker`` on the split, then re-ranker ``model`` (PRM) on its checkpoint.
+
+    Both runs read the same config dict and command line (seed, split, ...) and
+    ``config_file_list`` (the ranker reads ``ranker_config_file_list`` instead where
+    given); see ``ranker_config``. Returns the re-ranker's result dict, with
+    ``ranker_result`` (the ranker's own) and ``ranker_checkpoint`` added.
+    """
+    rerank_config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    ranker_files = config_file_list if ranker_config_file_list is None else ranker_config_file_list
+    ranker_result, ranker_trainer = train_and_test(
+        ranker_config(rerank_config, ranker, ranker_files, config_dict), saved=True
+    )
     checkpoint = ranker_trainer.saved_model_file
     config = Config(
         model=model,
@@ -160,7 +179,7 @@ def run_with_ranker(
         config_file_list=config_file_list,
         config_dict=dict(config_dict or {}, ranker_checkpoint=checkpoint),
     )
-    result, _ = _train_and_test(config, saved)
+    result, _ = train_and_test(config, saved)
     result["ranker_result"] = ranker_result
     result["ranker_checkpoint"] = checkpoint
     return result

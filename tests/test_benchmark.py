@@ -128,3 +128,37 @@ def test_report_rows_by_label_with_one_command_per_row(tmp_path):
             '--config_files "benchmarks/presets/cpu-ml-100k.yaml" --label NOVABERT-add --fusion_type=add`') in text
     assert "- NOVABERT: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 --config_files" in text
     assert (tmp_path / "ml-100k-cpu-ml-100k-metrics.png").is_file()
+
+
+def test_reranker_variants_share_one_ranker_and_the_report_shows_its_initial_list(tmp_path):
+    common = ["--models", "PRM", "--ranker", "SASRec", "--out", str(tmp_path), "--no-progress", *TINY, "list_length=10"]
+    assert benchmark_main([*common, "--seeds", "1,2"]) == 0
+    assert benchmark_main([*common, "--seeds", "1", "--label", "PRM-noPV", "--use_personal_vector=False"]) == 0
+    prm1, prm2, nopv = _records(tmp_path)
+    assert prm1["ranker"] == "SASRec" and prm1["config"]["use_personal_vector"] is True
+    assert nopv["config"]["use_personal_vector"] is False
+    # the variant re-ranks the very ranker of the same seed; another seed trains its own
+    assert nopv["ranker_run"] == prm1["ranker_run"] and nopv["initial_test"] == prm1["initial_test"]
+    assert prm2["ranker_run"]["checkpoint"] != prm1["ranker_run"]["checkpoint"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "rankers").glob("*.pth")) == sorted(
+        {r["ranker_run"]["checkpoint"].rsplit("/", 1)[-1] for r in (prm1, prm2)})
+    # the initial list, measured by PRM's evaluator, is the ranker's own test result
+    assert prm1["initial_test"] == pytest.approx(prm1["ranker_run"]["test"], abs=1e-4)
+    assert prm1["ranker_run"]["epochs_trained"] == 1
+    doc = tmp_path / "report.md"
+    assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| SASRec + PRM | 2 |" in text and "| SASRec + PRM-noPV | 1 |" in text
+    assert "| SASRec (initial list) | 2 |" in text  # once per ranker, not once per variant
+    assert "--models PRM --dataset tiny --seeds 1 --config_files" in text and "--ranker SASRec" in text
+    with pytest.raises(SystemExit):
+        benchmark_main(["--models", "SASRec", "--ranker", "SASRec", "--out", str(tmp_path), *TINY])
+
+
+def test_ranker_trained_under_other_options_is_not_reused(tmp_path):
+    common = ["--models", "PRM", "--ranker", "SASRec", "--seeds", "1", "--out", str(tmp_path), "--no-progress", *TINY,
+              "list_length=10"]
+    assert benchmark_main(common) == 0
+    assert benchmark_main([*common, "--learning_rate=0.01"]) == 0  # read by the ranker too
+    first, second = _records(tmp_path)
+    assert first["ranker_run"]["options_sha1"] != second["ranker_run"]["options_sha1"]

@@ -41,8 +41,37 @@ def _fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
 
 
 def label(record: dict) -> str:
-    """A table row's name: the run's ``--label``, else its model."""
-    return record.get("label") or record["model"]
+    """A table row's name: the run's ``--label``, else its model; a re-ranker's row also
+    names its ranker (``SASRec + PRM``)."""
+    if record.get("row"):
+        return record["row"]
+    name = record.get("label") or record["model"]
+    return f"{record['ranker']} + {name}" if record.get("ranker") else name
+
+
+def initial_lists(records: list[dict]) -> list[dict]:
+    """Rows for the rankers' initial lists of re-ranking records: each record's
+    ``initial_test`` (measured by the re-ranker's evaluator), once per ranker checkpoint,
+    with the ranker's own epochs, epoch time and parameters; the command beside the row
+    stays the re-ranking run's, which reproduces it."""
+    out, seen = [], set()
+    for r in records:
+        run = r.get("ranker_run")
+        if not run or "initial_test" not in r:
+            continue
+        key = (r["dataset"], json.dumps(r.get("config_files")), run["model"], run["options_sha1"], r["seed"])
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({
+            **r,
+            "row": f"{run['model']} (initial list)",
+            "test": r["initial_test"],
+            "epochs_trained": run["epochs_trained"],
+            "median_epoch_s": run["median_epoch_s"],
+            "parameters": run["parameters"],
+        })
+    return out
 
 
 def _shared_value(records: list[dict], key: str, key_cfg: bool = False):
@@ -79,13 +108,18 @@ def command(records: list[dict]) -> str:
         parts.append("--throughput")
     if first.get("label"):
         parts.append(f"--label {first['label']}")
+    if first.get("ranker"):
+        parts.append(f"--ranker {first['ranker']}")
+    if first.get("ranker_config_files"):
+        parts.append('--ranker_config_files "' + " ".join(first["ranker_config_files"]) + '"')
     parts += first.get("overrides") or []
     return " ".join(parts)
 
 
 def commands(records: list[dict]) -> list[str]:
     """One ``Command:`` line when every row shares its options, else one command per row."""
-    if all(not r.get("label") for r in records) and _shared_value(records, "overrides") is not None:
+    if all(not r.get("label") and not r.get("ranker") for r in records) \
+            and _shared_value(records, "overrides") is not None:
         return [f"Command: `{command(records)}`", ""]
     by_label: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -283,6 +317,8 @@ def render(root: Path, doc: Path, plot_dir: Path) -> str:
         if not group:
             continue
         lines += [f"## {title}", ""]
+        if kind == "train":
+            group += initial_lists(group)
         for name, records in tables(group).items():
             if kind == "train":
                 lines += train_table(name, records)

@@ -13,8 +13,10 @@ device; their ratio is the data pipeline's overhead.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,32 +74,15 @@ def measure_throughput(trainer, train_data, device, steps: int = THROUGHPUT_STEP
     }
 
 
-def train_one(
-    model: str,
-    dataset: str,
-    seed: int,
-    config_files: list[str] | None = None,
-    config_dict: dict | None = None,
-    throughput: bool = False,
-) -> dict:
-    """Train and test one model in this process; the measurements of a record.
-
-    ``--key=value`` overrides are read from ``sys.argv`` by RecBole's Config, as in a run.
-    """
+def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, object]:
+    """Train and test the model of ``config`` (or measure its throughput), timing each
+    epoch: (the record's measurements, the trainer, the test data)."""
     import torch
-    from recbole.utils import init_logger, init_seed
+    from recbole.utils import init_seed
 
-    from recbole_attn.config import Config
     from recbole_attn.quick_start import as_floats, prepare
 
-    config = Config(
-        model=model,
-        dataset=dataset,
-        config_file_list=config_files,
-        config_dict={**(config_dict or {}), "seed": seed},
-    )
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
     _, train_data, valid_data, test_data, net, trainer = prepare(config, log=False)
     device = config["device"]
     if str(device).startswith("cuda"):
@@ -123,8 +108,80 @@ def train_one(
             test=as_floats(test),
         )
     out["run_time_s"] = time.perf_counter() - start
-    out["peak_memory_bytes"], out["peak_memory_kind"] = _peak_memory_bytes(device)
-    out["device_type"] = str(device)
+    return out, trainer, test_data
+
+
+def _ranker_run(ranker_config, rerank_config) -> dict:
+    """Train the initial ranker of a re-ranking run, or reuse the one an earlier run in the
+    same ``checkpoint_dir`` trained with the same model, data, seed and options.
+
+    Options only the re-ranker defines (in its model YAML, e.g. PRM's
+    ``use_rank_embedding``) reach the ranker's config through the command line but cannot
+    change it, so they are left out of the comparison: the variants of a re-ranker are
+    trained on one and the same ranker. Returns the ranker's checkpoint and measurements.
+    """
+    own = set(ranker_config.internal_config_dict) | set(ranker_config.file_config_dict)
+    own |= set(ranker_config.variable_config_dict)
+    rerank_only = set(getattr(rerank_config, "plugin_defaults", {})) - own
+    options = {k: v for k, v in ranker_config.final_config_dict.items() if k not in rerank_only | {"checkpoint_dir"}}
+    digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    stem = Path(ranker_config["checkpoint_dir"]) / "rankers" / f"{ranker_config['model']}-{digest}"
+    meta = stem.with_suffix(".json")
+    if meta.is_file():
+        return json.loads(meta.read_text())
+    measured, trainer, _ = _fit_and_test(ranker_config)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(trainer.saved_model_file, stem.with_suffix(".pth"))
+    run = {
+        "model": ranker_config["model"],
+        "checkpoint": str(stem.with_suffix(".pth")),
+        "options_sha1": digest,
+        **{k: measured[k] for k in ("parameters", "epochs_trained", "median_epoch_s", "best_valid", "test")},
+    }
+    tmp = meta.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(run))
+    tmp.replace(meta)  # written last: a crash leaves no half entry
+    return run
+
+
+def train_one(
+    model: str,
+    dataset: str,
+    seed: int,
+    config_files: list[str] | None = None,
+    config_dict: dict | None = None,
+    throughput: bool = False,
+    ranker: str | None = None,
+    ranker_config_files: list[str] | None = None,
+) -> dict:
+    """Train and test one model in this process; the measurements of a record.
+
+    ``--key=value`` overrides are read from ``sys.argv`` by RecBole's Config, as in a run.
+    With ``ranker`` (a re-ranker such as PRM), the ranker is trained first (or reused, see
+    ``_ranker_run``) on ``ranker_config_files`` (default: ``config_files``), and the record
+    also holds the ranker's run and the initial list's test metrics (``initial_test``,
+    measured by the re-ranker's evaluator).
+    """
+    from recbole.utils import init_logger
+
+    from recbole_attn.config import Config
+    from recbole_attn.quick_start import as_floats, ranker_config
+
+    config_dict = {**(config_dict or {}), "seed": seed}
+    config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=config_dict)
+    init_logger(config)
+    out: dict = {}
+    if ranker:
+        files = config_files if ranker_config_files is None else ranker_config_files
+        out["ranker_run"] = _ranker_run(ranker_config(config, ranker, files, config_dict), config)
+        config_dict["ranker_checkpoint"] = out["ranker_run"]["checkpoint"]
+        config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=config_dict)
+    measured, trainer, test_data = _fit_and_test(config, throughput)
+    out.update(measured)
+    if ranker and not throughput:
+        out["initial_test"] = as_floats(trainer.evaluate_initial(test_data, show_progress=False))
+    out["peak_memory_bytes"], out["peak_memory_kind"] = _peak_memory_bytes(config["device"])
+    out["device_type"] = str(config["device"])
     return out
 
 
@@ -139,11 +196,14 @@ def run_benchmark(
     label: str | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    ranker: str | None = None,
+    ranker_config_files: list[str] | None = None,
 ) -> list[dict]:
     """Train every model x seed in its own process; append one record per run to records.jsonl.
 
     ``overrides`` are ``--key=value`` strings, given to every run's command line. With
     ``resume``, runs that already have a successful record with the same options are skipped.
+    ``ranker``: the models are re-rankers (PRM) of this ranker's lists, see ``train_one``.
     """
     from tqdm import tqdm
 
@@ -152,11 +212,14 @@ def run_benchmark(
     records = []
     kind = "throughput" if throughput else "train"
     shown_files = [repo_path(f) for f in config_files] if config_files else config_files
+    shown_ranker_files = [repo_path(f) for f in ranker_config_files] if ranker_config_files else ranker_config_files
 
     def key(model: str, seed: int, record: dict | None = None) -> tuple:
         r = record or {"kind": kind, "model": model, "label": label, "dataset": dataset, "seed": seed,
-                       "config_files": shown_files, "overrides": overrides or []}
-        return tuple(json.dumps(r.get(k)) for k in ("kind", "model", "label", "dataset", "seed", "config_files", "overrides"))
+                       "config_files": shown_files, "overrides": overrides or [],
+                       "ranker": ranker, "ranker_config_files": shown_ranker_files}
+        return tuple(json.dumps(r.get(k)) for k in ("kind", "model", "label", "dataset", "seed", "config_files",
+                                                    "overrides", "ranker", "ranker_config_files"))
 
     done = set()
     if resume and records_file.is_file():
@@ -173,6 +236,8 @@ def run_benchmark(
             "config_files": config_files,
             "config_dict": {"checkpoint_dir": str(out_dir / "checkpoints")},
             "throughput": throughput,
+            "ranker": ranker,
+            "ranker_config_files": ranker_config_files,
         }
         started = time.perf_counter()
         proc = subprocess.run(
@@ -191,6 +256,8 @@ def run_benchmark(
             "config_files": shown_files,
             "overrides": overrides or [],
         }
+        if ranker:
+            record.update(ranker=ranker, ranker_config_files=shown_ranker_files)
         result_line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         if proc.returncode == 0 and result_line.startswith("{"):
             measured = json.loads(result_line)
@@ -219,12 +286,24 @@ def benchmark_main(argv: list[str]) -> int:
     p.add_argument("--out", default="benchmark-out", help="folder for records.jsonl")
     p.add_argument("--label", default=None, help="row name for a variant of one model (e.g. NOVABERT-add with fusion_type=add)")
     p.add_argument("--throughput", action="store_true", help="measure the data pipeline's overhead")
+    p.add_argument("--ranker", default=None,
+                   help="re-rankers (PRM) only: train this ranker first (once per seed and options), then re-rank its lists")
+    p.add_argument("--ranker_config_files", default=None,
+                   help="space-separated YAML files of the ranker (default: --config_files)")
     p.add_argument("--resume", action="store_true", help="skip runs already recorded as ok in --out")
     p.add_argument("--no-progress", action="store_true")
     args, extra = p.parse_known_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.label and len(models) != 1:
         p.error(f"--label names the runs of one model; got --models {args.models}")
+    if args.ranker_config_files and not args.ranker:
+        p.error("--ranker_config_files needs --ranker")
+    if args.ranker:
+        from recbole_attn.config import get_model
+
+        not_rerankers = [m for m in models if not getattr(get_model(m), "is_reranker", False)]
+        if not_rerankers:
+            p.error(f"--ranker={args.ranker} applies to re-ranking models (PRM); not to {','.join(not_rerankers)}")
     records = run_benchmark(
         models=models,
         dataset=args.dataset,
@@ -236,6 +315,9 @@ def benchmark_main(argv: list[str]) -> int:
         label=args.label,
         resume=args.resume,
         show_progress=not args.no_progress,
+        ranker=args.ranker,
+        ranker_config_files=[str(Path(f).resolve()) for f in args.ranker_config_files.split()]
+        if args.ranker_config_files else None,
     )
     failed = [r for r in records if r["status"] != "ok"]
     print(f"{len(records)} runs recorded in {Path(args.out).resolve() / 'records.jsonl'}, {len(failed)} failed")
@@ -253,6 +335,8 @@ def _child(job: dict, overrides: list[str]) -> int:
         job.get("config_files"),
         job.get("config_dict"),
         job.get("throughput", False),
+        job.get("ranker"),
+        job.get("ranker_config_files"),
     )
     print(json.dumps(result))
     return 0
