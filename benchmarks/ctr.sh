@@ -26,11 +26,12 @@ for ds in $DATASETS; do
   bench --models AttnDIN,AttnDIEN,ATRank "${extra[@]}"
   bench --models ATRank --label ATRank-one-group "${extra[@]}" --single_group=True
   bench --models ATRank --label ATRank-no-time "${extra[@]}" --use_time=False
-  bench --models DIN,BST,DIEN "${extra[@]}"
+  bench --models DIN,BST "${extra[@]}"
   if [ "$ds" = taobao ]; then
     bench --models AttnDIN --label AttnDIN-PReLU "${extra[@]}" --activation=prelu --attention_activation=prelu
     bench --models AttnDIN --label AttnDIN-L2 "${extra[@]}" --reg_type=l2
   fi
+  bench --models DIEN "${extra[@]}"   # RecBole's DIEN: the slowest here (~5 min per epoch at 1 thread), last
 done
 if [[ " $DATASETS " == *" ml-100k "* ]]; then
   SEEDS=1 bench --models AttnDIN,AttnDIEN,BST,ATRank,DIN,DIEN --dataset ml-100k \
