@@ -143,3 +143,16 @@ def test_data_without_user_ids_is_refused_clearly():
 
     with pytest.raises(ConfigError, match="user id field.*USER_ID_FIELD"):
         AttRec(config, NoUsers())
+
+
+@pytest.mark.parametrize("score_mode", ["dist", "inner"])
+def test_score_terms_sum_to_the_score(score_mode):
+    _, model, train_data, _, _ = build("AttRec", score_mode=score_mode)
+    model.eval()
+    batch = next(iter(train_data))
+    items = torch.randint(1, model.n_items, (len(batch), 7))
+    with torch.no_grad():
+        terms = model.score_terms(batch, items)  # [B, 7, 2d]
+        full = model.full_sort_predict(batch)  # [B, N]
+    assert terms.shape == (len(batch), 7, 2 * model.item_embedding.embedding_dim)
+    torch.testing.assert_close(terms.sum(-1), full.gather(1, items), rtol=1e-4, atol=1e-4)

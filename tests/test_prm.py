@@ -239,6 +239,21 @@ def test_run_with_ranker_reports_initial_and_reranked_on_the_same_evaluator(tmp_
     assert os.path.dirname(result["ranker_checkpoint"]) == str(tmp_path)
 
 
+def test_a_ranker_that_splits_its_score_gives_its_terms_as_personal_vector(tmp_path, monkeypatch):
+    """AttRec scores by distances, not u . v_i: PV_i = [its score terms ; s_i]."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    run("AttRec", "tiny", config_dict=tiny_config(checkpoint_dir=str(tmp_path), epochs=1, load_col=LOAD_COL))
+    (path,) = tmp_path.glob("AttRec-*.pth")
+    _, model, _, _, test_data = build_prm((tmp_path, path))
+    assert model.personal_mode == "terms"
+    batch = next(iter(test_data))[0]
+    _, items, list_scores = model.ranker_lists(batch)
+    pv = model.personal_vectors(batch, items, list_scores)
+    torch.testing.assert_close(pv[..., :-1], model.ranker.score_terms(batch, items))
+    torch.testing.assert_close(pv[..., :-1].sum(-1), list_scores, rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------- bad input
 
 

@@ -34,7 +34,9 @@ Deviations from the paper:
   that scores ``s_i = u . v_i`` (SASRec, BERT4Rec-style forward, BPR, ...), PV_i =
   [u * v_i ; s_i], the element-wise terms of that dot product and their sum, where u is
   the ranker's sequence representation (``forward(item_seq, item_seq_len)``) or user
-  embedding and v_i its item embedding; for any other ranker PV_i = [s_i].
+  embedding and v_i its item embedding; a ranker with another score that can split it
+  into per-dimension terms (a ``score_terms(interaction, items)`` method, e.g. AttRec's
+  distances) gives PV_i = [those terms ; s_i]; for any other ranker PV_i = [s_i].
 - Item features x_i: PRM's own item id embedding concatenated with embeddings of the
   item fields (token; token_seq mean-pooled; float scaled), not the ranker's raw
   feature vectors, which a generic RecBole model does not expose.
@@ -178,7 +180,10 @@ class PRM(SequentialRecommender):
         probe = self._probe_batch(dataset)
         self.personal_mode = self._personal_mode(ranker, probe) if self.use_personal_vector else "none"
         pv_dim = {"none": 0, "score": 1}.get(self.personal_mode, None)
-        if pv_dim is None:
+        if self.personal_mode == "terms":
+            with torch.no_grad():
+                pv_dim = ranker.score_terms(probe, probe[self.ITEM_SEQ][:, :1]).shape[-1] + 1
+        elif pv_dim is None:
             pv_dim = ranker.item_embedding.embedding_dim + 1
         self.input_dim = feature_dim + pv_dim
 
@@ -341,7 +346,8 @@ class PRM(SequentialRecommender):
         return dataset[index].to(self.device)
 
     def _personal_mode(self, ranker, probe) -> str:
-        """'sequence' / 'user' when the ranker exposes u and v_i with s_i = u . v_i, else 'score'."""
+        """'terms' when the ranker splits its score itself (``score_terms``); 'sequence' /
+        'user' when it exposes u and v_i with s_i = u . v_i; else 'score'."""
         ranker.eval()
         try:
             with torch.no_grad():
@@ -356,6 +362,8 @@ class PRM(SequentialRecommender):
                 f"ranker {type(ranker).__name__} cannot produce full rankings: full_sort_predict "
                 f"returned {getattr(scores, 'shape', type(scores))}, expected [{len(probe)}, {self.n_items}]"
             )
+        if callable(getattr(ranker, "score_terms", None)):
+            return "terms"
         emb = getattr(ranker, "item_embedding", None)
         if not isinstance(emb, nn.Embedding) or emb.num_embeddings != self.n_items:
             return "score"
@@ -402,6 +410,8 @@ class PRM(SequentialRecommender):
         s = list_scores.unsqueeze(-1)  # [B, K, 1]
         if self.personal_mode == "score":
             return s
+        if self.personal_mode == "terms":
+            return torch.cat([self.ranker.score_terms(interaction, items), s], dim=-1)
         if self.personal_mode == "sequence":
             u = self.ranker.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         else:

@@ -164,6 +164,18 @@ class AttRec(SequentialRecommender):
         dist = self.omega * (u - v).pow(2).sum(-1) + (1 - self.omega) * (m - x).pow(2).sum(-1)
         return -dist
 
+    def score_terms(self, interaction, items: torch.Tensor) -> torch.Tensor:
+        """Per-dimension terms of the score of each (row, item), which sum to ``predict``'s
+        score: items [B, K] -> [B, K, 2d] (long-term terms, then short-term). PRM reads them
+        as its personalised vector."""
+        m = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]).unsqueeze(1)  # [B, 1, d]
+        u = self._clip(self.user_embedding(interaction[self.USER_ID])).unsqueeze(1)  # [B, 1, d]
+        v = self._clip(self.item_embedding(items))  # [B, K, d]
+        x = self._clip(self.seq_item_embedding(items))
+        if self.score_mode == "inner":
+            return torch.cat([self.omega * u * v, (1 - self.omega) * m * x], dim=-1)
+        return -torch.cat([self.omega * (u - v).pow(2), (1 - self.omega) * (m - x).pow(2)], dim=-1)
+
     def calculate_loss(self, interaction) -> torch.Tensor:
         user = interaction[self.USER_ID]
         m = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
