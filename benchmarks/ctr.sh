@@ -35,7 +35,7 @@ for ds in $DATASETS; do
     bench --models AttnDIN --label AttnDIN-PReLU "${extra[@]}" --activation=prelu --attention_activation=prelu
     bench --models AttnDIN --label AttnDIN-L2 "${extra[@]}" --reg_type=l2
   fi
-  bench --models DIEN "${extra[@]}"   # RecBole's DIEN: the slowest here (~5 min per epoch at 1 thread), last
+  bench --models DIEN "${extra[@]}"   # RecBole's DIEN: the slowest here (~4 min per epoch on ml-100k at 1 thread), last
 done
 if [[ " $DATASETS " == *" ml-100k "* ]]; then
   SEEDS=1 bench --models AttnDIN,AttnDIEN,BST,ATRank,DIN,DIEN --dataset ml-100k \
