@@ -68,7 +68,7 @@ def run_recbole(
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
     )
-    result, _ = train_and_test(config, saved)
+    result, _ = _train_and_test(config, saved)
     if not config["single_spec"]:
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
@@ -76,7 +76,7 @@ def run_recbole(
     return result
 
 
-def train_and_test(config: Config, saved: bool):
+def _train_and_test(config: Config, saved: bool):
     """Train and test the model of ``config``: (RecBole's result dict, the trainer)."""
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -169,7 +169,7 @@ def run_with_ranker(
     """
     rerank_config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     ranker_files = config_file_list if ranker_config_file_list is None else ranker_config_file_list
-    ranker_result, ranker_trainer = train_and_test(
+    ranker_result, ranker_trainer = _train_and_test(
         ranker_config(rerank_config, ranker, ranker_files, config_dict), saved=True
     )
     checkpoint = ranker_trainer.saved_model_file
@@ -179,7 +179,7 @@ def run_with_ranker(
         config_file_list=config_file_list,
         config_dict=dict(config_dict or {}, ranker_checkpoint=checkpoint),
     )
-    result, _ = train_and_test(config, saved)
+    result, _ = _train_and_test(config, saved)
     result["ranker_result"] = ranker_result
     result["ranker_checkpoint"] = checkpoint
     return result
