@@ -48,10 +48,11 @@ Deviations from the papers:
   ``token_seq`` fields are mean-pooled over their non-padding tokens.
 - Fusion: each NOVA layer has its own fusion function (its own concat/gating weights);
   the paper gives one function F without saying whether its weights are shared across
-  layers. ``gating`` is F(f_1..f_m) = sum_i g_i f_i with g = softmax over the m features
-  of (f_i . w + b), one learned w in R^H: the paper describes gating as a learned
-  weighted sum of the features, G = sigma(F W^F) (recalled from the paper, its PDF was
-  not at hand here); we normalise the weights with a softmax over the features.
+  layers. ``gating`` is the paper's F_gating(f_1..f_m) = sum_i G_i f_i, G = sigma(F W^F)
+  with F the [m, h] stack of the features, W^F in R^{h x 1} and sigma the softmax (the
+  paper's symbol in its attention formula), so the weights are a softmax over the
+  features (checked against a section-by-section summary of the paper; the PDF was not
+  reachable here). Our linear layer adds a bias to F W^F, which cancels in the softmax.
 - NOVA mode: the item-id stream gets BERT's embedding LayerNorm and dropout; side
   embeddings enter the fusion as they are (no LayerNorm).
 - Training schedule: RecBole's trainer (Adam, constant learning rate, early stopping on
