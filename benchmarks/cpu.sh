@@ -28,4 +28,11 @@ for ds in ml-100k beauty; do
   bench --models NOVABERT --label NOVABERT-add "${extra[@]}" --fusion_type=add
   bench --models NOVABERT --label NOVABERT-concat "${extra[@]}" --fusion_type=concat
   bench --models NOVABERT --label NOVABERT-invasive "${extra[@]}" --attention_type=invasive
+  if [ "$ds" = ml-100k ]; then
+    # target-item models in the full ranking (their presets use sampled negatives): every
+    # (user, item) pair is a forward pass, so on Beauty (22,363 users x 12,101 items = 270M
+    # pairs per evaluation, ~3 h for AttnDIN at ~25k pairs/s on one CPU thread) this needs a GPU
+    bench --models AttnDIN,AttnDIEN,ATRank,BST "${extra[@]}" \
+      "--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'group_by': 'user', 'mode': 'full'}"
+  fi
 done
