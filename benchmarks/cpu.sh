@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU benchmark behind docs/benchmarks.md's "cpu-*" tables: every model x 3 seeds on
 # ml-100k and Beauty with the CPU presets, then NOVABERT's variants (issue: NOVABERT vs
-# invasive vs BERT4Rec). Resumable: runs already recorded are skipped.
+# invasive vs BERT4Rec), and on ml-100k the target-item models in the full ranking.
+# Resumable: runs already recorded are skipped.
 #
 #   recbole-attn convert s3rec --seq ../shared/data/amazon-s3rec/Beauty.txt \
 #       --attributes ../shared/data/amazon-s3rec/Beauty_item2attributes.json --name beauty --out "$DATA"
