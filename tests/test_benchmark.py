@@ -162,3 +162,39 @@ def test_ranker_trained_under_other_options_is_not_reused(tmp_path):
     assert benchmark_main([*common, "--learning_rate=0.01"]) == 0  # read by the ranker too
     first, second = _records(tmp_path)
     assert first["ranker_run"]["options_sha1"] != second["ranker_run"]["options_sha1"]
+
+
+def test_claims_are_judged_on_every_table_with_both_rows(tmp_path):
+    def rec(model, seed, auc, logloss, dataset="d1"):
+        return {
+            "kind": "train", "status": "ok", "model": model, "label": None, "dataset": dataset,
+            "seed": seed, "config_files": [], "overrides": [], "test": {"auc": auc, "logloss": logloss},
+            "config": {}, "device": "CPU: x (2 cores)", "epochs_trained": 1, "median_epoch_s": 1.0,
+            "peak_memory_bytes": 2**20, "peak_memory_kind": "cpu_max_rss", "parameters": 10,
+        }
+
+    records = [rec("A", 1, 0.80, 0.40), rec("A", 2, 0.82, 0.42), rec("B", 1, 0.70, 0.50), rec("B", 2, 0.72, 0.52)]
+    records += [rec("A", 1, 0.70, 0.5, "d2"), rec("A", 2, 0.72, 0.5, "d2"), rec("B", 1, 0.71, 0.5, "d2"), rec("B", 2, 0.73, 0.5, "d2")]
+    records += [rec("C", 1, 0.9, 0.1, "d2")]  # one run only: not judged
+    (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (tmp_path / "claims.yaml").write_text(
+        "- {claim: A beats B, source: paper 1, better: A, worse: B, metric: AUC}\n"
+        "- {claim: B beats A, source: paper 1, better: B, worse: A, metric: logloss}\n"
+        "- {claim: C beats A, source: paper 2, better: C, worse: A, metric: auc}\n"
+    )
+    doc = tmp_path / "report.md"
+    assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| ") and "beats" in line]
+    assert rows[0].startswith("| A beats B | paper 1 | d1 | auc | A 0.8100 ± 0.0141 | B 0.7100 ± 0.0141 | +0.1000 | holds |")
+    assert rows[1].startswith("| A beats B | paper 1 | d2 | auc |") and rows[1].endswith("| -0.0100 | tie (within one std) |")
+    # logloss: smaller is better, so B (0.51) against A (0.41) fails on d1
+    assert rows[2].startswith("| B beats A | paper 1 | d1 | logloss |") and rows[2].endswith("| -0.1000 | does not hold |")
+    assert rows[3].startswith("| B beats A | paper 1 | d2 |") and "tie" in rows[3]
+    assert rows[4].endswith("not measured: no table has both rows with >= 2 runs |") and len(rows) == 5
+
+    (tmp_path / "bad.yaml").write_text("- {claim: x, source: y, better: A, metric: auc}\n")
+    with pytest.raises(SystemExit, match="claim 1: missing worse"):
+        report_main([str(tmp_path), "--doc", str(tmp_path / "r2.md"), "--claims", str(tmp_path / "bad.yaml")])
+    with pytest.raises(SystemExit, match="--claims: no such file"):
+        report_main([str(tmp_path), "--doc", str(tmp_path / "r2.md"), "--claims", str(tmp_path / "none.yaml")])
+    assert not (tmp_path / "r2.md").exists()

@@ -2,8 +2,9 @@
 
 Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) and every
 ``pipeline_overhead-*.json`` (records of ``benchmarks/pipeline_overhead.py``), and writes
-``DIR/report.md`` (or ``--doc``) plus plots next to it (or in ``--plots``). Nothing in
-the output is typed by hand: rerun this after adding records.
+``DIR/report.md`` (or ``--doc``) plus plots next to it (or in ``--plots``). Papers' claims
+listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
+both rows. Nothing in the output is typed by hand: rerun this after adding records.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+import yaml
 
 # RecBole's metrics where smaller is better (recbole.evaluator.smaller_metrics, lower case).
 SMALLER_IS_BETTER = {"logloss", "rmse", "mae"}
@@ -299,8 +302,75 @@ def plot_dataset(dataset: str, records: list[dict], plot_dir: Path) -> list[Path
     return paths
 
 
-def render(root: Path, doc: Path, plot_dir: Path) -> str:
-    """Write the markdown report (and plots) for every record under ``root``; returns the text."""
+CLAIM_KEYS = ("claim", "source", "better", "worse", "metric")
+
+
+def load_claims(path: Path) -> list[dict]:
+    """Claims from a YAML list of mappings with the keys of ``CLAIM_KEYS``: row ``better``
+    is claimed to beat row ``worse`` on ``metric`` (the direction of each metric is known)."""
+    claims = yaml.safe_load(path.read_text()) or []
+    if not isinstance(claims, list):
+        raise SystemExit(f"recbole-attn report: error: {path} must hold a YAML list of claims")
+    for i, c in enumerate(claims):
+        missing = [k for k in CLAIM_KEYS if not isinstance(c, dict) or not c.get(k)]
+        if missing:
+            raise SystemExit(
+                f"recbole-attn report: error: {path}, claim {i + 1}: missing {', '.join(missing)}"
+                f" (each claim needs {', '.join(CLAIM_KEYS)})"
+            )
+        c["metric"] = str(c["metric"]).lower()
+    return claims
+
+
+def judge(better: tuple[float, float], worse: tuple[float, float], metric: str) -> tuple[float, str]:
+    """(difference in the claimed direction, verdict) of two (mean, std) over seeds: the claim
+    holds when the difference exceeds the larger std, fails when it is below minus that, and
+    is a tie in between."""
+    sign = -1.0 if metric.split("@")[0] in SMALLER_IS_BETTER else 1.0
+    diff = sign * (better[0] - worse[0])
+    noise = max(better[1], worse[1])
+    return diff, "holds" if diff > noise else "does not hold" if diff < -noise else "tie (within one std)"
+
+
+def claims_section(claims: list[dict], train_tables: dict[str, list[dict]]) -> list[str]:
+    """One line per (claim, table with both rows at >= 2 runs); a claim no table can judge
+    says so."""
+    lines = [
+        "## Papers' claims, judged on these tables",
+        "",
+        "Each claim of the claims file, on every table whose two rows both have at least two runs:",
+        "the difference of the means in the claimed direction, and the verdict: *holds* when it",
+        "exceeds the larger of the two stds, *does not hold* when it is below minus that, *tie* in",
+        "between. A verdict is for the training budget in its table's settings, not the paper's.",
+        "",
+        "| claim | paper | table | metric | claimed better | claimed worse | difference | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    summaries = {name: summarise(records) for name, records in train_tables.items()}
+    for c in claims:
+        judged = False
+        m = c["metric"]
+        for name, summary in summaries.items():
+            a, b = summary.get(c["better"]), summary.get(c["worse"])
+            if not (a and b and a["n"] >= 2 and b["n"] >= 2 and m in a["test"] and m in b["test"]):
+                continue
+            diff, verdict = judge(a["test"][m], b["test"][m], m)
+            lines.append(
+                f"| {c['claim']} | {c['source']} | {name} | {m} | {c['better']} {_fmt(*a['test'][m], a['n'])}"
+                f" | {c['worse']} {_fmt(*b['test'][m], b['n'])} | {diff:+.4f} | {verdict} |"
+            )
+            judged = True
+        if not judged:
+            lines.append(
+                f"| {c['claim']} | {c['source']} | | {m} | {c['better']} | {c['worse']} | |"
+                " not measured: no table has both rows with >= 2 runs |"
+            )
+    return lines + [""]
+
+
+def render(root: Path, doc: Path, plot_dir: Path, claims: list[dict] | None = None) -> str:
+    """Write the markdown report (and plots) for every record under ``root``, with the
+    ``claims`` judged (see ``claims_section``); returns the text."""
     runs, overhead = load_records(root)
     lines = [
         "# Benchmarks",
@@ -309,9 +379,12 @@ def render(root: Path, doc: Path, plot_dir: Path) -> str:
         "do not edit by hand.",
         "",
     ]
+    if claims:
+        lines += ["Papers' claims checked against these tables: [see below](#papers-claims-judged-on-these-tables).", ""]
     if overhead:
         lines += overhead_table(overhead)
     ok = [r for r in runs if r.get("status") == "ok"]
+    train_tables: dict[str, list[dict]] = {}
     for kind, title in (("train", "Model comparison"), ("throughput", "Data pipeline overhead")):
         group = [r for r in ok if r.get("kind", "train") == kind]
         if not group:
@@ -319,13 +392,18 @@ def render(root: Path, doc: Path, plot_dir: Path) -> str:
         lines += [f"## {title}", ""]
         if kind == "train":
             group += initial_lists(group)
-        for name, records in tables(group).items():
+        group_tables = tables(group)
+        if kind == "train":
+            train_tables = group_tables
+        for name, records in group_tables.items():
             if kind == "train":
                 lines += train_table(name, records)
                 for path in plot_dataset(name, records, plot_dir):
                     lines += [f"![{path.stem}]({os.path.relpath(path, doc.parent)})", ""]
             else:
                 lines += throughput_table(name, records)
+    if claims:
+        lines += claims_section(claims, train_tables)
     failed = [r for r in runs if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed runs", ""]
@@ -346,12 +424,16 @@ def report_main(argv: list[str]) -> int:
     p.add_argument("dir", help="folder with records (searched recursively)")
     p.add_argument("--doc", default=None, help="markdown file to write (default DIR/report.md)")
     p.add_argument("--plots", default=None, help="folder for PNG plots (default: next to the doc)")
+    p.add_argument("--claims", default=None, help="YAML list of papers' claims to judge (default: DIR/claims.yaml if present)")
     args = p.parse_args(argv)
     root = Path(args.dir).resolve()
     if not root.is_dir():
         raise SystemExit(f"recbole-attn report: error: no such folder: {root}")
     doc = Path(args.doc).resolve() if args.doc else root / "report.md"
     plot_dir = Path(args.plots).resolve() if args.plots else doc.parent
-    render(root, doc, plot_dir)
+    claims_path = Path(args.claims) if args.claims else root / "claims.yaml"
+    if args.claims and not claims_path.is_file():
+        raise SystemExit(f"recbole-attn report: error: --claims: no such file: {claims_path}")
+    render(root, doc, plot_dir, load_claims(claims_path) if claims_path.is_file() else None)
     print(f"wrote {doc}")
     return 0
