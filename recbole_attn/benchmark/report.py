@@ -24,6 +24,11 @@ import yaml
 SMALLER_IS_BETTER = {"logloss", "rmse", "mae"}
 
 
+def smaller_is_better(metric: str) -> bool:
+    """Whether a metric (``ndcg@10``, ``logloss``, ...) improves downwards."""
+    return metric.split("@")[0] in SMALLER_IS_BETTER
+
+
 def load_records(root: Path) -> tuple[list[dict], list[dict]]:
     """(benchmark run records, pipeline-overhead records) found under ``root``."""
     runs, overhead = [], []
@@ -167,7 +172,7 @@ def summarise(records: list[dict]) -> dict[str, dict]:
 
 
 def _best(summary: dict[str, dict], metric: str) -> str:
-    pick = min if metric.split("@")[0] in SMALLER_IS_BETTER else max
+    pick = min if smaller_is_better(metric) else max
     return pick(summary, key=lambda m: summary[m]["test"].get(metric, (math.nan,))[0])
 
 
@@ -326,7 +331,7 @@ def judge(better: tuple[float, float], worse: tuple[float, float], metric: str) 
     """(difference in the claimed direction, verdict) of two (mean, std) over seeds: the claim
     holds when the difference exceeds the larger std, fails when it is below minus that, and
     is a tie in between."""
-    sign = -1.0 if metric.split("@")[0] in SMALLER_IS_BETTER else 1.0
+    sign = -1.0 if smaller_is_better(metric) else 1.0
     diff = sign * (better[0] - worse[0])
     noise = max(better[1], worse[1])
     return diff, "holds" if diff > noise else "does not hold" if diff < -noise else "tie (within one std)"
