@@ -116,6 +116,5 @@ def test_ctrl_c_exits_130_with_the_resume_command_which_reaches_the_same_result(
     assert main(words[1:]) == 0  # the printed command, as the user would run it
     log = Path("log", "AttRec", best.with_suffix(".log").name)
     (test_line,) = [line for line in log.read_text().splitlines() if "test result" in line]
-    expected = {k: v for k, v in result["test_result"].items()}
-    assert eval(test_line.split("test result: ")[1], {"OrderedDict": dict}) == expected
+    assert eval(test_line.split("test result: ")[1], {"OrderedDict": dict}) == dict(result["test_result"])
     assert same_weights(best, best_weights)

@@ -5,6 +5,8 @@ Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) a
 ``DIR/report.md`` (or ``--doc``) plus plots next to it (or in ``--plots``). Papers' claims
 listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
 both rows. Nothing in the output is typed by hand: rerun this after adding records.
+A malformed line (a killed run's truncated last line) is skipped with a warning naming
+the file and line; a folder without any record is an error.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each run trains in its own process (a crash or an out-of-memory kills only that run, and
 peak memory is the run's own), through the same runner as ``run_recbole_attn.py``. The
 parent appends each run's record to ``<out>/records.jsonl`` as soon as it ends; a failed
-run is recorded with ``status: failed`` and its error, and the others go on.
+run is recorded with ``status: failed`` and its error, and the others go on. ``--resume``
+skips the runs recorded as ok; a malformed line is skipped with a warning (``read_records``).
 
 With ``--throughput`` each run instead measures training steps through RecBole's data
 loader against the same model's forward+backward on the same batches already on the
