@@ -172,7 +172,7 @@ def _set_rng_state(state: dict, loader) -> None:
     if state.get("loader") is not None and getattr(loader, "generator", None) is not None:
         loader.generator.set_state(state["loader"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class CheckpointMixin:
