@@ -111,12 +111,18 @@ def atomic_save(obj, path: str) -> None:
     """``torch.save`` to a temporary file in ``path``'s folder, then rename it to ``path``.
 
     A failure (full disk, exception, Ctrl-C) removes the temporary file and leaves any
-    earlier file at ``path`` as it was; no partial file ever has the final name.
+    earlier file at ``path`` as it was; no partial file ever has the final name. The next
+    save of ``path`` removes a temporary file left by a killed process.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    for stale in os.listdir(folder) if os.path.isdir(folder) else []:  # left by a process killed mid-save
+        if stale.startswith(prefix) and stale.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, stale))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f, pickle_protocol=4)
             f.flush()

@@ -206,6 +206,15 @@ def test_truncated_checkpoint_never_final(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_the_next_save_removes_what_a_process_killed_mid_save_left(tmp_path):
+    path = tmp_path / "model.pth"
+    (tmp_path / ".model.pth.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".other.pth.abc123.tmp").write_bytes(b"another file's")
+    atomic_save({"w": torch.ones(3)}, str(path))
+    assert sorted(os.listdir(tmp_path)) == [".other.pth.abc123.tmp", "model.pth"]
+    assert torch.equal(torch.load(path, weights_only=False)["w"], torch.ones(3))
+
+
 # ---------------------------------------------------------------- Ctrl-C, --resume
 
 
