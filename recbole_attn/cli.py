@@ -7,14 +7,17 @@ files, ``recbole_attn.data.convert``), ``benchmark`` (models x seeds, one record
 
 Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files --nproc
 --world_size --ip --port --group_offset``), plus ``--ranker=M`` for a re-ranker (PRM):
-train ranker M first on the same split, then the re-ranker on M's checkpoint. Every other
-``--key=value`` (or bare ``key=value``) overrides a config key, as on RecBole's command line.
+train ranker M first on the same split, then the re-ranker on M's checkpoint, and
+``--resume=PATH`` to continue an interrupted run from its ``-last.pth`` checkpoint. Every
+other ``--key=value`` (or bare ``key=value``) overrides a config key, as on RecBole's
+command line. Ctrl-C exits 130 after printing the run's checkpoints and the resume command.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from recbole_attn.config import ConfigError
@@ -39,7 +42,43 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="re-rankers (PRM) only: train this ranker first on the same split, then re-rank its lists",
     )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="PATH",
+        help="continue the run of this checkpoint (<name>-last.pth: to the uninterrupted run's result)",
+    )
     return p
+
+
+def resume_command(argv: list[str], last: str) -> str:
+    """The command line ``argv`` with ``--resume=last`` in place of any earlier ``--resume``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["recbole-attn", *kept, f"--resume={last}"])
+
+
+def _interrupted(err, argv: list[str], resumable: bool = True) -> int:
+    """Print where an interrupted run's checkpoints are and how to resume it; exit code 130."""
+    from recbole_attn.trainer import TrainingInterrupted
+
+    lines = ["recbole-attn: interrupted"]
+    if isinstance(err, TrainingInterrupted):
+        lines.append(f"  best checkpoint: {err.best or 'none yet'}")
+        if err.last:
+            lines.append(f"  last checkpoint: {err.last} (after epoch {err.last_epoch})")
+            if resumable:
+                lines.append(f"  resume with: {resume_command(argv, err.last)}")
+        else:
+            lines.append("  last checkpoint: none yet (no epoch finished); rerun the command to start again")
+    print("\n".join(lines), file=sys.stderr)
+    return 130
 
 
 def parse_overrides(extra: list[str]) -> list[str]:
@@ -68,24 +107,33 @@ def run_main(argv: list[str]) -> int:
     if args.ranker:
         if args.nproc != 1 or args.world_size > 0:
             raise ConfigError("--ranker runs on one process: drop --nproc/--world_size")
-        run_with_ranker(
-            args.model,
-            args.dataset,
-            args.ranker,
-            config_file_list=args.config_files.split() if args.config_files else None,
-        )
+        if args.resume:
+            raise ConfigError("--resume continues one run: resume the ranker's or PRM's run without --ranker")
+        try:
+            run_with_ranker(
+                args.model,
+                args.dataset,
+                args.ranker,
+                config_file_list=args.config_files.split() if args.config_files else None,
+            )
+        except KeyboardInterrupt as err:
+            return _interrupted(err, argv, resumable=False)
         return 0
 
-    run(
-        args.model,
-        args.dataset,
-        config_file_list=args.config_files.split() if args.config_files else None,
-        nproc=args.nproc,
-        world_size=args.world_size,
-        ip=args.ip,
-        port=args.port,
-        group_offset=args.group_offset,
-    )
+    try:
+        run(
+            args.model,
+            args.dataset,
+            config_file_list=args.config_files.split() if args.config_files else None,
+            nproc=args.nproc,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+            resume=args.resume,
+        )
+    except KeyboardInterrupt as err:
+        return _interrupted(err, argv)
     return 0
 
 
@@ -108,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"recbole-attn: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        return _interrupted(err, argv)
 
 
 if __name__ == "__main__":

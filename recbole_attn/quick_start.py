@@ -19,11 +19,18 @@ import torch.distributed as dist
 
 from recbole_attn.config import Config, ConfigError, get_model
 from recbole_attn.data.windows import create_dataset
-from recbole_attn.trainer import get_trainer, load_checkpoint
+from recbole_attn.trainer import (
+    CheckpointError,
+    check_writable,
+    get_trainer,
+    load_checkpoint,
+    unique_checkpoint_name,
+)
 
 from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+from recbole.utils.logger import RemoveColorFilter, log_colors_config
 
 
 def prepare(config: Config, log: bool, with_trainer: bool = True):
@@ -47,6 +54,69 @@ def prepare(config: Config, log: bool, with_trainer: bool = True):
     return dataset, train_data, valid_data, test_data, model, trainer
 
 
+def init_run_logger(config: Config, stem: str, append: bool = False) -> str:
+    """RecBole's ``init_logger`` writing to ``<log_dir>/<model>/<stem>.log``; returns that path.
+
+    RecBole names the file by the second and a hash of the config (two runs in the same
+    second share one file), ignores ``log_dir``, and adds no handler once the root logger
+    has one (a second run in the process logs into the first run's file). Here each run
+    replaces the handlers of the previous one; ``append`` continues an existing file (a
+    resumed run).
+    """
+    import colorlog
+    from colorama import init
+
+    init(autoreset=True)
+    folder = os.path.join(config["log_dir"] or "log", config["model"])
+    check_writable(folder, key="log_dir")
+    path = os.path.abspath(os.path.join(folder, f"{stem}.log"))
+    state = (config["state"] or "info").lower()
+    level = {"debug": logging.DEBUG, "warning": logging.WARNING, "error": logging.ERROR,
+             "critical": logging.CRITICAL}.get(state, logging.INFO)
+    file_handler = logging.FileHandler(path, mode="a" if append else "w")
+    file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
+    file_handler.addFilter(RemoveColorFilter())
+    stream_handler = logging.StreamHandler()
+    stream_handler.setFormatter(
+        colorlog.ColoredFormatter(
+            "%(log_color)s%(asctime)-15s %(levelname)s  %(message)s", "%d %b %H:%M", log_colors=log_colors_config
+        )
+    )
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if getattr(handler, "recbole_attn_run", False):
+            root.removeHandler(handler)
+            handler.close()
+    for handler in (stream_handler, file_handler):
+        handler.setLevel(level)
+        handler.recbole_attn_run = True
+        root.addHandler(handler)
+    root.setLevel(level)
+    return path
+
+
+def _run_name(config: Config, resume: str | None) -> str:
+    """The file stem shared by the run's checkpoint and log: new, or that of the run resumed."""
+    if resume is None:
+        return os.path.splitext(unique_checkpoint_name(config["model"], config["dataset"]))[0]
+    try:
+        checkpoint = load_checkpoint(str(resume), map_location="cpu")
+        model, dataset = checkpoint["config"]["model"], checkpoint["config"]["dataset"]
+    except FileNotFoundError as err:
+        raise CheckpointError(f"--resume: checkpoint not found: {os.path.abspath(resume)}") from err
+    except Exception as err:  # noqa: BLE001 - any failure to read is the same user error
+        raise CheckpointError(
+            f"--resume: cannot read {resume} ({type(err).__name__}: {err}); expected a checkpoint "
+            "written by recbole-attn (<name>-last.pth continues a run exactly)"
+        ) from err
+    if model.lower() != config["model"].lower() or dataset != config["dataset"]:
+        raise CheckpointError(
+            f"--resume: {resume} is a checkpoint of --model={model} --dataset={dataset}, not "
+            f"--model={config['model']} --dataset={config['dataset']}: resume with the run's own options"
+        )
+    return os.path.splitext(os.path.basename(checkpoint.get("best_checkpoint", str(resume))))[0]
+
+
 def as_floats(result: dict | None) -> OrderedDict | None:
     """Metric values as Python floats (numpy 2 prints np.float64(...) otherwise)."""
     return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
@@ -59,8 +129,11 @@ def run_recbole(
     config_dict=None,
     saved: bool = True,
     queue=None,
+    resume: str | None = None,
 ) -> dict:
     """Train and test one model in this process; RecBole's ``run_recbole``.
+
+    ``resume``: a checkpoint of this model and dataset to continue from (see ``run``).
 
     Returns:
         ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``.
@@ -68,7 +141,7 @@ def run_recbole(
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
     )
-    result, _ = _train_and_test(config, saved)
+    result, _ = _train_and_test(config, saved, resume)
     if not config["single_spec"]:
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
@@ -76,15 +149,25 @@ def run_recbole(
     return result
 
 
-def _train_and_test(config: Config, saved: bool):
-    """Train and test the model of ``config``: (RecBole's result dict, the trainer)."""
+def _train_and_test(config: Config, saved: bool, resume: str | None = None):
+    """Train and test the model of ``config``: (RecBole's result dict, the trainer).
+
+    The run's checkpoint and log file share one name (``<model>-<dataset>-<time>-<8 hex>``);
+    a resumed run keeps the name of the run it continues and appends to its log.
+    """
+    stem = _run_name(config, resume)
+    if saved and (config["single_spec"] or config["local_rank"] == 0):
+        check_writable(config["checkpoint_dir"])  # before any data is loaded
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    log_file = init_run_logger(config, stem, append=resume is not None)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    config["checkpoint_name"] = f"{stem}.pth"
 
     _, train_data, valid_data, test_data, _, trainer = prepare(config, log=True)
+    if resume is not None:
+        trainer.resume_checkpoint(resume)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -110,6 +193,8 @@ def _train_and_test(config: Config, saved: bool):
         initial = as_floats(trainer.evaluate_initial(test_data, show_progress=config["show_progress"]))
         result["initial_test_result"] = initial
         logger.info(set_color("initial vs re-ranked (test)", "yellow") + "\n" + side_by_side(initial, test_result))
+    checkpoint = trainer.saved_model_file if saved else "none (saved=False)"
+    logger.info(set_color("checkpoint", "blue") + f": {checkpoint}  " + set_color("log", "blue") + f": {log_file}")
     return result, trainer
 
 
@@ -209,12 +294,18 @@ def run(
     ip: str = "localhost",
     port: str = "5678",
     group_offset: int = 0,
+    resume: str | None = None,
 ) -> dict | None:
     """Train and test a plugin or built-in model, on one process or ``nproc`` of them.
 
     With ``nproc > 1`` (or ``world_size > 0``) it spawns processes that train through
     torch.distributed: NCCL on GPUs, gloo where CUDA is absent. Returns RecBole's result
     dict (rank 0's in a distributed run).
+
+    ``resume``: continue from a checkpoint of the same model and dataset (one process).
+    From ``<name>-last.pth`` (kept while a run trains, and after Ctrl-C or a crash) the
+    run ends as an uninterrupted run with the same seed and config would (CPU); from a
+    best checkpoint it continues as RecBole's ``resume_checkpoint`` does.
     """
     if nproc == 1 and world_size <= 0:
         return run_recbole(
@@ -223,7 +314,10 @@ def run(
             config_file_list=config_file_list,
             config_dict=config_dict,
             saved=saved,
+            resume=resume,
         )
+    if resume is not None:
+        raise ConfigError("--resume continues a run on one process: drop --nproc/--world_size")
     import torch.multiprocessing as mp
 
     world_size = nproc if world_size == -1 else world_size

@@ -68,4 +68,5 @@ def test_subcommands_are_dispatched(capsys, tmp_path):
     assert "cannot read argument 'bad-arg'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "missing")])
-    assert main(["report", str(tmp_path)]) == 0 and (tmp_path / "report.md").is_file()
+    assert main(["report", str(tmp_path)]) == 2  # no records: an error, not an empty report
+    assert "no records under" in capsys.readouterr().err and not (tmp_path / "report.md").exists()

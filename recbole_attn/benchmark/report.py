@@ -5,6 +5,8 @@ Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) a
 ``DIR/report.md`` (or ``--doc``) plus plots next to it (or in ``--plots``). Papers' claims
 listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
 both rows. Nothing in the output is typed by hand: rerun this after adding records.
+A malformed line (a killed run's truncated last line) is skipped with a warning naming
+the file and line; a folder without any record is an error.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from recbole_attn.benchmark.runner import read_records
+from recbole_attn.config import ConfigError
+
 # RecBole's metrics where smaller is better (recbole.evaluator.smaller_metrics, lower case).
 SMALLER_IS_BETTER = {"logloss", "rmse", "mae"}
 
@@ -33,8 +38,7 @@ def load_records(root: Path) -> tuple[list[dict], list[dict]]:
     """(benchmark run records, pipeline-overhead records) found under ``root``."""
     runs, overhead = [], []
     for path in sorted(root.rglob("*.jsonl")):
-        with open(path) as f:
-            runs += [json.loads(line) for line in f if line.strip()]
+        runs += read_records(path)
     for path in sorted(root.rglob("pipeline_overhead-*.json")):
         overhead.append(json.loads(path.read_text()))
     return runs, overhead
@@ -375,8 +379,17 @@ def claims_section(claims: list[dict], train_tables: dict[str, list[dict]]) -> l
 
 def render(root: Path, doc: Path, plot_dir: Path, claims: list[dict] | None = None) -> str:
     """Write the markdown report (and plots) for every record under ``root``, with the
-    ``claims`` judged (see ``claims_section``); returns the text."""
+    ``claims`` judged (see ``claims_section``); returns the text.
+
+    Raises:
+        ConfigError: no (well-formed) record under ``root``.
+    """
     runs, overhead = load_records(root)
+    if not runs and not overhead:
+        raise ConfigError(
+            f"report: no records under {root}: expected records.jsonl files written by "
+            "`recbole-attn benchmark --out DIR` (or pipeline_overhead-*.json)"
+        )
     lines = [
         "# Benchmarks",
         "",

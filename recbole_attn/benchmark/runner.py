@@ -3,7 +3,8 @@
 Each run trains in its own process (a crash or an out-of-memory kills only that run, and
 peak memory is the run's own), through the same runner as ``run_recbole_attn.py``. The
 parent appends each run's record to ``<out>/records.jsonl`` as soon as it ends; a failed
-run is recorded with ``status: failed`` and its error, and the others go on.
+run is recorded with ``status: failed`` and its error, and the others go on. ``--resume``
+skips the runs recorded as ok; a malformed line is skipped with a warning (``read_records``).
 
 With ``--throughput`` each run instead measures training steps through RecBole's data
 loader against the same model's forward+backward on the same batches already on the
@@ -185,6 +186,38 @@ def train_one(
     return out
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of a ``records.jsonl``; a malformed line (a killed run's truncated last
+    line, say) is skipped with a warning on stderr naming the file and line."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                record, reason = None, f"not JSON: {err.msg} at column {err.colno}"
+            else:
+                reason = f"a JSON {type(record).__name__}, not an object"
+            if not isinstance(record, dict):
+                print(f"recbole-attn: warning: {path}:{number}: skipped a malformed record ({reason})", file=sys.stderr)
+                continue
+            records.append(record)
+    return records
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append one record as a line; a truncated last line left by a killed run is ended
+    first, so the new record never shares its line."""
+    with open(path, "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(record) + "\n").encode("utf-8"))
+
+
 def run_benchmark(
     models: list[str],
     dataset: str,
@@ -223,8 +256,7 @@ def run_benchmark(
 
     done = set()
     if resume and records_file.is_file():
-        with open(records_file) as f:
-            done = {key("", 0, r) for r in map(json.loads, filter(str.strip, f)) if r.get("status") == "ok"}
+        done = {key("", 0, r) for r in read_records(records_file) if r.get("status") == "ok"}
     runs = [(m, s) for m in models for s in seeds if key(m, s) not in done]
     bar = tqdm(runs, desc="benchmark", disable=not show_progress, ncols=100)
     for model, seed in bar:
@@ -265,8 +297,7 @@ def run_benchmark(
         else:
             record.update(environment(), status="failed", error=proc.stderr.strip()[-4000:])
         record["wall_time_s"] = time.perf_counter() - started
-        with open(records_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(records_file, record)
         records.append(record)
     return records
 

@@ -25,7 +25,10 @@ How PRM runs inside RecBole (the simplest correct design we found):
 
 Trusted checkpoints: a RecBole checkpoint pickles its ``Config``, so loading it can run
 code. PRM loads ``ranker_checkpoint`` only if the file lies inside this run's
-``checkpoint_dir`` (files this project wrote) or ``trust_checkpoint=True`` is set.
+``checkpoint_dir`` (files this project wrote) or ``trust_checkpoint=True`` is set. The
+ranker must have been trained on this very dataset: same name, and the same user/item id
+mappings (the checkpoint's ``dataset_fingerprint``; a checkpoint without one is used
+with a warning).
 
 Deviations from the paper:
 
@@ -284,6 +287,7 @@ class PRM(SequentialRecommender):
                 f"ranker_checkpoint {path} was trained on dataset '{rconfig['dataset']}', "
                 f"not '{config['dataset']}': train the ranker on this dataset"
             )
+        self._check_fingerprint(path, checkpoint, dataset)
         for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "LIST_SUFFIX", "ITEM_LIST_LENGTH_FIELD"):
             if rconfig[key] != config[key]:
                 raise ConfigError(
@@ -340,6 +344,26 @@ class PRM(SequentialRecommender):
         ranker.load_state_dict(state)
         ranker.load_other_parameter(checkpoint.get("other_parameter"))
         return ranker.to(config["device"])
+
+    def _check_fingerprint(self, path: str, checkpoint: dict, dataset) -> None:
+        """The ranker's user/item id mappings must be this dataset's (same name is not enough)."""
+        from recbole_attn.trainer import dataset_fingerprint
+
+        theirs = checkpoint.get("dataset_fingerprint")
+        if theirs is None:
+            getLogger().warning(
+                f"ranker_checkpoint {path} stores no dataset fingerprint (written by RecBole or an "
+                "older recbole-attn): cannot check that it maps user/item ids as this dataset does"
+            )
+            return
+        ours = dataset_fingerprint(dataset)
+        if theirs["id_sha1"] != ours["id_sha1"]:
+            raise ConfigError(
+                f"ranker_checkpoint {path} was trained on dataset '{theirs['dataset']}' at "
+                f"{theirs['data_path']} (id mapping {theirs['id_sha1']}), but this run's dataset "
+                f"'{ours['dataset']}' at {ours['data_path']} maps user/item ids differently (id mapping "
+                f"{ours['id_sha1']}): its scores would belong to other items. Train the ranker on this dataset."
+            )
 
     def _probe_batch(self, dataset):
         index = torch.arange(min(2, len(dataset)))
