@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from recbole_attn import compat
+from recbole_attn.errors import ConfigError, DatasetNotFoundError  # noqa: F401  (re-exported)
 
 compat.apply()
 
@@ -29,14 +30,6 @@ from recbole.utils import ModelType  # noqa: E402
 from recbole.utils import get_model as recbole_get_model  # noqa: E402
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
-
-
-class ConfigError(ValueError):
-    """Bad user input: an unknown model, a missing dataset, a mistyped option."""
-
-
-class DatasetNotFoundError(ConfigError, FileNotFoundError):
-    """The dataset's atomic files are not where the config says."""
 
 
 def plugin_models() -> dict[str, type]:

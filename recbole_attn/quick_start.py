@@ -17,7 +17,8 @@ from logging import getLogger
 import torch
 import torch.distributed as dist
 
-from recbole_attn.config import Config, ConfigError, get_model
+from recbole_attn.config import Config, get_model
+from recbole_attn.errors import ConfigError
 from recbole_attn.data.windows import create_dataset
 from recbole_attn.trainer import get_trainer, load_checkpoint
 

@@ -26,7 +26,8 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
-from recbole_attn.config import ConfigError, get_model
+from recbole_attn.config import get_model
+from recbole_attn.errors import ConfigError
 
 TRAIN_SAMPLES = ("prefix", "window")
 
