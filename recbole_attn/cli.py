@@ -9,6 +9,10 @@ Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files
 --world_size --ip --port --group_offset``), plus ``--ranker=M`` for a re-ranker (PRM):
 train ranker M first on the same split, then the re-ranker on M's checkpoint. Every other
 ``--key=value`` (or bare ``key=value``) overrides a config key, as on RecBole's command line.
+
+A bad input (``recbole_attn.errors.ConfigError``: an unknown key, a value out of range,
+unusable data or files) ends the command with exit status 2 and one line on stderr;
+``--debug`` (anywhere on the command line) prints the traceback too.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
+from recbole_attn.checks import check_processes
 from recbole_attn.errors import ConfigError
 
 
@@ -39,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="re-rankers (PRM) only: train this ranker first on the same split, then re-rank its lists",
     )
+    p.add_argument("--debug", action="store_true", help="on an error, print its traceback too")
     return p
 
 
@@ -61,6 +68,7 @@ def run_main(argv: list[str]) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
+    check_processes(args.nproc, args.world_size)
     # RecBole's Config reads --key=value from sys.argv, here and in spawned processes.
     sys.argv = [sys.argv[0]] + overrides
     from recbole_attn.quick_start import run, run_with_ranker
@@ -99,14 +107,19 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; a ``ConfigError`` exits 2 with one line (and its traceback with ``--debug``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     name = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
     module, function = SUBCOMMANDS[name]
     command = getattr(importlib.import_module(module), function)
     try:
         return command(argv)
     except ConfigError as err:
-        print(f"recbole-attn: error: {err}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print("recbole-attn: error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
 
 

@@ -17,12 +17,13 @@ from logging import getLogger
 import torch
 import torch.distributed as dist
 
+from recbole_attn.checks import check_processes, load_weights, read_checkpoint
 from recbole_attn.config import Config, get_model
 from recbole_attn.errors import ConfigError
+from recbole_attn.data.checks import data_preparation
 from recbole_attn.data.windows import create_dataset
 from recbole_attn.trainer import get_trainer, load_checkpoint
 
-from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
@@ -217,6 +218,7 @@ def run(
     torch.distributed: NCCL on GPUs, gloo where CUDA is absent. Returns RecBole's result
     dict (rank 0's in a distributed run).
     """
+    check_processes(nproc, world_size)
     if nproc == 1 and world_size <= 0:
         return run_recbole(
             model=model,
@@ -269,7 +271,7 @@ def load_data_and_model(model_file: str):
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
-    checkpoint = load_checkpoint(model_file)
+    checkpoint = read_checkpoint(model_file, load_checkpoint)
     config = checkpoint["config"]
     config["device"] = torch.device(
         "cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu"
@@ -279,7 +281,7 @@ def load_data_and_model(model_file: str):
     init_logger(config)
     getLogger().info(config)
     dataset, train_data, valid_data, test_data, model, _ = prepare(config, log=False, with_trainer=False)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, model_file)
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
 
