@@ -27,7 +27,7 @@ import difflib
 import functools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -193,8 +193,13 @@ def specs_for(model: str, dataset: str, plugin: bool) -> dict[str, KeySpec]:
     paths.append(PROPERTIES_DIR / "dataset" / f"{dataset}.yaml")
     specs: dict[str, KeySpec] = {}
     for path in paths:
-        if path.is_file():
-            specs.update(yaml_specs(path))
+        if not path.is_file():
+            continue
+        for key, spec in yaml_specs(path).items():
+            earlier = specs.get(key)
+            if earlier and spec.range is None and earlier.range is not None:  # a later YAML that
+                spec = replace(spec, range=earlier.range, meaning=earlier.meaning, source=earlier.source)
+            specs[key] = spec  # documents no range keeps the earlier one
     return specs
 
 
