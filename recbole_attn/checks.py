@@ -51,7 +51,7 @@ _OPS = {">=": float.__ge__, ">": float.__gt__, "<=": float.__le__, "<": float.__
 
 
 class Range:
-    """A parsed ``[range]``: ``problem(value, config)`` says why a value is outside it."""
+    """A parsed ``[range]``: ``problem(key, value, config)`` says why a value is outside it."""
 
     def __init__(self, text: str):
         self.text = text
@@ -70,10 +70,12 @@ class Range:
         else:
             raise ValueError(f"cannot parse range {text}")
 
-    def problem(self, value, config: dict) -> str | None:
-        """None if ``value`` is inside the range, else what is wrong."""
+    def problem(self, key: str, value, config: dict, divisible: bool = True) -> str | None:
+        """None if ``value`` of ``key`` is inside the range, else ``<key> must ..., got <value>``
+        (``divisible=False`` skips ``divisible by`` conditions)."""
+        got = f", got {value!r}"
         if self.choices is not None:
-            return None if value in self.choices else f"is not one of {', '.join(map(str, self.choices))}"
+            return None if value in self.choices else f"{key} must be one of {', '.join(map(str, self.choices))}{got}"
         if self.interval is not None:
             low, high, low_closed, high_closed = self.interval
             if not _is_number(value):
@@ -81,22 +83,24 @@ class Range:
             ok = (value >= low if low_closed else value > low) and (
                 high is None or (value <= high if high_closed else value < high)
             )
-            return None if ok else f"is outside {self.text}"
+            return None if ok else f"{key} must be in {self.text}{got}"
         for each, op, bound, even, divides, divisible_by in self.conditions:
             values = list(value) if each and isinstance(value, (list, tuple)) else [value]
+            every = "every element of " if each else ""
             for v in values:
                 if not _is_number(v):
                     if each:
-                        return f"has a non-number element {v!r} (needs {self.text})"
+                        return f"{key} must be a list of numbers {self.text}{got}"
                     continue
                 if op and not _OPS[op](float(v), float(bound)):
-                    return f"{'has an element that ' if each else ''}is not {op} {bound}"
+                    return f"{every}{key} must be {op} {bound}{got}"
                 if even and v % 2:
-                    return "is not even"
-                if divides and _is_number(config.get(divides)) and v and config[divides] % v:
-                    return f"does not divide {divides} = {config[divides]}"
-                if divisible_by and _is_number(config.get(divisible_by)) and config[divisible_by] and v % config[divisible_by]:
-                    return f"is not divisible by {divisible_by} = {config[divisible_by]}"
+                    return f"{every}{key} must be even{got}"
+                other = config.get(divides or divisible_by)
+                if divides and _is_number(other) and v and other % v:
+                    return f"{key} ({v}) must divide {divides} ({other})"
+                if divisible and divisible_by and _is_number(other) and other and v % other:
+                    return f"{key} ({v}) must be divisible by {divisible_by} ({other})"
         return None
 
 
@@ -115,7 +119,7 @@ class KeySpec:
     range: Range | None
     source: str  # the YAML, relative to the package (e.g. properties/model/AttRec.yaml)
 
-    def problem(self, value, config: dict) -> str | None:
+    def problem(self, value, config: dict, divisible: bool = True) -> str | None:
         """None if ``value`` fits the type and range, else the error message."""
         where = f"{self.source}: default {self.default!r}"
         if value is None:
@@ -127,10 +131,8 @@ class KeySpec:
                 f"config key '{self.key}' expects {' or '.join(self.types)} ({where}), "
                 f"got {type(value).__name__} {value!r}"
             )
-        why = self.range.problem(value, config) if self.range else None
-        if why:
-            return f"config key '{self.key}' = {value!r} {why}: {self.meaning} {self.range.text} ({self.source})"
-        return None
+        why = self.range.problem(self.key, value, config, divisible) if self.range else None
+        return f"{why} ({self.meaning}; {self.source})" if why else None
 
 
 def _fits(type_name: str, value) -> bool:
@@ -203,13 +205,17 @@ def specs_for(model: str, dataset: str, plugin: bool) -> dict[str, KeySpec]:
     return specs
 
 
-def check_values(config: dict, specs: dict[str, KeySpec]) -> None:
-    """Every documented key's final value has its type and lies in its range."""
-    for key, spec in specs.items():
-        if key in config:
-            problem = spec.problem(config[key], config)
-            if problem:
-                raise ConfigError(problem)
+def check_values(config: dict, specs: dict[str, KeySpec], user_keys=()) -> None:
+    """Every documented key's final value has its type and lies in its range; the keys the
+    user set (``user_keys``) are checked first, so a cross-key range names the key they set;
+    ``a [divisible by b]`` is checked last, so where ``b [divides a]`` too, that one is named."""
+    order = [k for k in user_keys if k in specs] + [k for k in specs if k not in user_keys]
+    for divisible in (False, True):
+        for key in order:
+            if key in config:
+                problem = specs[key].problem(config[key], config, divisible)
+                if problem:
+                    raise ConfigError(problem)
 
 
 # --------------------------------------------------------------------------- known keys

@@ -168,7 +168,8 @@ class Config(RecBoleConfig):
         sources.update({k: "config_dict" for k in self.variable_config_dict})
         sources.update({k: "command line" for k in self.cmd_config_dict})
         checks.check_unknown_keys(self.external_config_dict, sources, cfg.get(checks.ALLOW_KEY), fields)
-        checks.check_values(cfg, checks.specs_for(self.model, self.dataset, self.model in plugin_models()))
+        specs = checks.specs_for(self.model, self.dataset, self.model in plugin_models())
+        checks.check_values(cfg, specs, user_keys=list(self.external_config_dict))
         checks.check_metrics(cfg)
 
     def _check_dataset_path(self) -> None:

@@ -179,16 +179,16 @@ def test_ranges_accept_and_refuse(text, good, bad):
     from recbole_attn.checks import Range
 
     r = Range(text)
-    assert all(r.problem(v, {}) is None for v in good)
-    assert all(r.problem(v, {}) for v in bad)
+    assert all(r.problem("k", v, {}) is None for v in good)
+    assert all(r.problem("k", v, {}) for v in bad)
 
 
 def test_cross_key_ranges_read_the_other_key():
     from recbole_attn.checks import Range
 
-    assert Range("[>=1, divides hidden_size]").problem(3, {"hidden_size": 16})
-    assert Range("[>=1, divides hidden_size]").problem(4, {"hidden_size": 16}) is None
-    assert Range("[>=1, divisible by n_heads]").problem(30, {"n_heads": 4})
+    assert Range("[>=1, divides hidden_size]").problem("n", 3, {"hidden_size": 16}) == "n (3) must divide hidden_size (16)"
+    assert Range("[>=1, divides hidden_size]").problem("n", 4, {"hidden_size": 16}) is None
+    assert Range("[>=1, divisible by n_heads]").problem("h", 30, {"n_heads": 4})
 
 
 def test_a_range_in_a_later_yaml_replaces_an_earlier_one_and_none_keeps_it():
