@@ -11,6 +11,10 @@ train ranker M first on the same split, then the re-ranker on M's checkpoint, an
 ``--resume=PATH`` to continue an interrupted run from its ``-last.pth`` checkpoint. Every
 other ``--key=value`` (or bare ``key=value``) overrides a config key, as on RecBole's
 command line. Ctrl-C exits 130 after printing the run's checkpoints and the resume command.
+
+A bad input (``recbole_attn.errors.ConfigError``: an unknown key, a value out of range,
+unusable data or files) ends the command with exit status 2 and one line on stderr;
+``--debug`` (anywhere on the command line) prints the traceback too.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import argparse
 import importlib
 import shlex
 import sys
+import traceback
 
-from recbole_attn.config import ConfigError
+from recbole_attn.checks import check_processes
+from recbole_attn.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="continue the run of this checkpoint (<name>-last.pth: to the uninterrupted run's result)",
     )
+    p.add_argument("--debug", action="store_true", help="on an error, print its traceback too")
     return p
 
 
@@ -100,6 +107,7 @@ def run_main(argv: list[str]) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
+    check_processes(args.nproc, args.world_size)
     # RecBole's Config reads --key=value from sys.argv, here and in spawned processes.
     sys.argv = [sys.argv[0]] + overrides
     from recbole_attn.quick_start import run, run_with_ranker
@@ -147,14 +155,19 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; a ``ConfigError`` exits 2 with one line (and its traceback with ``--debug``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     name = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
     module, function = SUBCOMMANDS[name]
     command = getattr(importlib.import_module(module), function)
     try:
         return command(argv)
     except ConfigError as err:
-        print(f"recbole-attn: error: {err}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print("recbole-attn: error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         return _interrupted(err, argv)

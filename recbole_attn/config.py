@@ -17,10 +17,13 @@ import os
 import pkgutil
 from pathlib import Path
 
+import recbole
 import torch
 import yaml
 
-from recbole_attn import compat
+from recbole_attn import checks, compat
+from recbole_attn.data.checks import check_atomic_files
+from recbole_attn.errors import ConfigError, DatasetNotFoundError  # noqa: F401  (re-exported)
 
 compat.apply()
 
@@ -29,14 +32,6 @@ from recbole.utils import ModelType  # noqa: E402
 from recbole.utils import get_model as recbole_get_model  # noqa: E402
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
-
-
-class ConfigError(ValueError):
-    """Bad user input: an unknown model, a missing dataset, a mistyped option."""
-
-
-class DatasetNotFoundError(ConfigError, FileNotFoundError):
-    """The dataset's atomic files are not where the config says."""
 
 
 def plugin_models() -> dict[str, type]:
@@ -99,20 +94,6 @@ def _load_yaml(path: Path, loader) -> dict:
         return yaml.load(f.read(), Loader=loader) or {}
 
 
-def _type_matches(default, value) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-
 class Config(RecBoleConfig):
     """``recbole.config.Config`` that also knows recbole-attn's models and presets.
 
@@ -123,6 +104,19 @@ class Config(RecBoleConfig):
         config_file_list: YAML files, later ones win.
         config_dict: parameters, winning over files; ``--key=value`` wins over both.
     """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except ConfigError:
+            raise
+        except (KeyError, NotImplementedError, SyntaxError, TypeError, ValueError) as err:
+            # RecBole's own checks of a configuration (before any data is read).
+            raise ConfigError(f"invalid configuration: {err}") from err
+
+    def _load_config_files(self, file_list):
+        self.key_sources: dict[str, str] = {}
+        return checks.load_config_files(file_list, self.yaml_loader, self.key_sources)
 
     def _get_model_and_dataset(self, model, dataset):
         if isinstance(model, str):
@@ -147,7 +141,7 @@ class Config(RecBoleConfig):
             self.internal_config_dict.update(_load_yaml(preset, self.yaml_loader))
 
     def _set_default_parameters(self):
-        self._check_plugin_types()
+        self._check_user_config()
         cfg = self.final_config_dict
         # RecBole 1.2.1's overall.yaml samples one training negative while its own check
         # requires none for a sequential model with CE loss, so `--model=SASRec` raises
@@ -161,18 +155,22 @@ class Config(RecBoleConfig):
         super()._set_default_parameters()
         self._check_dataset_path()
 
-    def _check_plugin_types(self) -> None:
-        """A plugin key set by the user must have the type of its YAML default."""
-        for key, default in self.plugin_defaults.items():
-            if key not in self.external_config_dict:
-                continue
-            value = self.external_config_dict[key]
-            if not _type_matches(default, value):
-                raise ConfigError(
-                    f"config key '{key}' of {self.model} expects {type(default).__name__} "
-                    f"(default {default!r} in properties/model/{self.model}.yaml), "
-                    f"got {type(value).__name__} {value!r}"
-                )
+    def _check_user_config(self) -> None:
+        """Before RecBole reads any value: unknown keys, documented types and ranges, metrics."""
+        cfg = self.final_config_dict
+        folder = (
+            os.path.join(os.path.dirname(recbole.__file__), "dataset_example", self.dataset)
+            if self.dataset == "ml-100k"
+            else os.path.join(str(cfg.get("data_path") or ""), self.dataset)
+        )
+        fields = checks.dataset_fields(folder, self.dataset, str(cfg.get("field_separator") or "\t"))
+        sources = {**getattr(self, "key_sources", {})}
+        sources.update({k: "config_dict" for k in self.variable_config_dict})
+        sources.update({k: "command line" for k in self.cmd_config_dict})
+        checks.check_unknown_keys(self.external_config_dict, sources, cfg.get(checks.ALLOW_KEY), fields)
+        specs = checks.specs_for(self.model, self.dataset, self.model in plugin_models())
+        checks.check_values(cfg, specs, user_keys=list(self.external_config_dict))
+        checks.check_metrics(cfg)
 
     def _check_dataset_path(self) -> None:
         path = Path(self.final_config_dict["data_path"])
@@ -190,6 +188,7 @@ class Config(RecBoleConfig):
                 f"from {os.getcwd()}). Put the atomic files in <data_path>/{self.dataset}/ "
                 "or pass --data_path=DIR (the folder that holds the dataset's folder)."
             )
+        check_atomic_files(self.final_config_dict, inter_files)
 
     def _init_device(self):
         """RecBole's device set-up, plus torch.distributed with gloo where CUDA is absent."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from recbole.utils import FeatureSource, FeatureType
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 
 ACTIVATIONS = ("dice", "prelu", "leakyrelu", "relu", "sigmoid", "none")
 

@@ -17,7 +17,10 @@ from logging import getLogger
 import torch
 import torch.distributed as dist
 
-from recbole_attn.config import Config, ConfigError, get_model
+from recbole_attn.checks import check_processes, load_weights, read_checkpoint
+from recbole_attn.config import Config, get_model
+from recbole_attn.errors import ConfigError
+from recbole_attn.data.checks import data_preparation
 from recbole_attn.data.windows import create_dataset
 from recbole_attn.trainer import (
     CheckpointError,
@@ -27,7 +30,6 @@ from recbole_attn.trainer import (
     unique_checkpoint_name,
 )
 
-from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 from recbole.utils.logger import RemoveColorFilter, log_colors_config
@@ -307,6 +309,7 @@ def run(
     run ends as an uninterrupted run with the same seed and config would (CPU); from a
     best checkpoint it continues as RecBole's ``resume_checkpoint`` does.
     """
+    check_processes(nproc, world_size)
     if nproc == 1 and world_size <= 0:
         return run_recbole(
             model=model,
@@ -362,7 +365,7 @@ def load_data_and_model(model_file: str):
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
-    checkpoint = load_checkpoint(model_file)
+    checkpoint = read_checkpoint(model_file, load_checkpoint)
     config = checkpoint["config"]
     config["device"] = torch.device(
         "cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu"
@@ -372,7 +375,7 @@ def load_data_and_model(model_file: str):
     init_logger(config)
     getLogger().info(config)
     dataset, train_data, valid_data, test_data, model, _ = prepare(config, log=False, with_trainer=False)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, model_file)
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
 

@@ -44,7 +44,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_local_time, set_color
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 
 LAST_SUFFIX = "-last"
 

@@ -131,3 +131,125 @@ def test_sequential_ce_model_needs_no_negative_sampling_setting():
             dataset="ml-100k",
             config_dict={"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
         )
+
+
+def _all_yamls():
+    return sorted(PROPERTIES_DIR.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _all_yamls(), ids=lambda p: str(p.relative_to(PROPERTIES_DIR)))
+def test_every_range_in_our_yamls_parses(path):
+    """Each `[range]` ending a key's comment (nested keys too) is one the checks enforce."""
+    from recbole_attn.checks import Range, trailing_range
+
+    for line in path.read_text().splitlines():
+        if "#" not in line or line.lstrip().startswith("#") or ":" not in line.split("#")[0]:
+            continue
+        text = trailing_range(line.split("#", 1)[1].strip())
+        if text:
+            Range(text)  # raises ValueError naming the range
+
+
+@pytest.mark.parametrize("path", _all_yamls(), ids=lambda p: str(p.relative_to(PROPERTIES_DIR)))
+def test_every_default_fits_its_documented_type_and_range(path):
+    from recbole_attn.checks import yaml_specs
+
+    specs = yaml_specs(path)
+    defaults = {key: spec.default for key, spec in specs.items()}
+    assert specs or path.name == "overall.yaml"
+    for spec in specs.values():
+        assert spec.problem(spec.default, defaults) is None, spec
+
+
+@pytest.mark.parametrize(
+    "text, good, bad",
+    [
+        ("[>=1]", [1, 7], [0, -1]),
+        ("[>0]", [0.1, 3], [0, -2.0]),
+        ("[0, 1]", [0, 0.5, 1], [-0.1, 1.5]),
+        ("[0, 1)", [0, 0.99], [1, 2]),
+        ("(0, 1]", [0.01, 1], [0, 1.01]),
+        ("[1, number of items]", [1, 10**9], [0]),
+        ("[>=2, even]", [2, 100], [1, 7]),
+        ("[each >=1]", [[1, 2], [80]], [[1, 0]]),
+        ("[dist, inner]", ["dist", "inner"], ["Dist", "cosine"]),
+    ],
+)
+def test_ranges_accept_and_refuse(text, good, bad):
+    from recbole_attn.checks import Range
+
+    r = Range(text)
+    assert all(r.problem("k", v, {}) is None for v in good)
+    assert all(r.problem("k", v, {}) for v in bad)
+
+
+def test_cross_key_ranges_read_the_other_key():
+    from recbole_attn.checks import Range
+
+    assert Range("[>=1, divides hidden_size]").problem("n", 3, {"hidden_size": 16}) == "n (3) must divide hidden_size (16)"
+    assert Range("[>=1, divides hidden_size]").problem("n", 4, {"hidden_size": 16}) is None
+    assert Range("[>=1, divisible by n_heads]").problem("h", 30, {"n_heads": 4})
+
+
+def test_a_range_in_a_later_yaml_replaces_an_earlier_one_and_none_keeps_it():
+    from recbole_attn.checks import specs_for
+
+    specs = specs_for("AttRec", "tiny", plugin=True)
+    assert specs["embedding_size"].range.text == "[>=2, even]"
+    assert specs["train_batch_size"].range.text == "[>=1]"  # AttRec.yaml documents none
+
+
+def test_known_keys_are_derived_from_yamls_and_code():
+    from recbole_attn.checks import known_keys
+
+    keys = known_keys()
+    assert {"epochs", "seq_window", "omega", "MAX_ITEM_LIST_LENGTH", "nproc", "local_rank"} <= keys
+    assert {"list_length", "trust_checkpoint", "allow_unknown_keys", "train_samples"} <= keys
+    assert "epoch" not in keys and "seq_windw" not in keys
+
+
+def _fake_dataset(root, name):
+    """Headers (and one row) of the atomic files the presets name, so Config finds the dataset."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\tbehavior_type:token\n1\t1\t1\t1\tpv\n"
+    )
+    (folder / f"{name}.item").write_text("item_id:token\tcategories:token_seq\tcategory:token\n1\t1 2\tc\n")
+
+
+PRESET_RUNS = [
+    ("cpu-{}.yaml", ("ml-100k", "beauty"), ("SASRec", "SASRecF", "GRU4Rec", "BERT4Rec", "FDSA", "AttRec", "NOVABERT", "AttnBERT4Rec"), {}),
+    ("cpu-{}.yaml", ("ml-100k",), ("NOVABERT",), {"fusion_type": "add", "attention_type": "invasive"}),
+    ("cpu-{}.yaml", ("ml-100k",), ("AttnBERT4Rec",), {"item_side_fields": [], "train_samples": "window"}),
+    (
+        "cpu-{}.yaml",
+        ("ml-100k",),
+        ("AttnDIN", "AttnDIEN", "ATRank", "BST"),
+        {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}},
+    ),
+    ("cpu-ctr-{}.yaml", ("ml-100k", "beauty", "taobao"), ("AttnDIN", "AttnDIEN", "ATRank", "BST", "DIN", "DIEN"), {}),
+    ("cpu-ctr-{}.yaml", ("ml-100k",), ("ATRank",), {"single_group": True, "use_time": False}),
+    ("cpu-ctr-{}.yaml", ("ml-100k",), ("AttnDIN",), {"activation": "prelu", "attention_activation": "prelu", "reg_type": "l2"}),
+    ("cpu-prm-{}.yaml", ("ml-100k", "beauty"), ("PRM",), {"use_personal_vector": False, "use_rank_embedding": False}),
+]
+
+
+@pytest.mark.parametrize("preset, datasets, models, overrides", PRESET_RUNS, ids=lambda v: v if isinstance(v, str) else None)
+def test_presets_pass_the_strict_checks(preset, datasets, models, overrides, tmp_path):
+    """Every benchmark preset with the models (and overrides) benchmarks/*.sh run it with."""
+    for dataset in datasets:
+        if dataset != "ml-100k":
+            _fake_dataset(tmp_path, dataset)
+        files = [str(REPO / "benchmarks" / "presets" / preset.format(dataset))]
+        for model in models:
+            Config(model=model, dataset=dataset, config_file_list=files, config_dict={"data_path": str(tmp_path), **overrides})
+
+
+def test_prm_ranker_config_reads_the_rerankers_keys():
+    """The ranker of a PRM run reads PRM's config dict and files: PRM's keys are known to it."""
+    from recbole_attn.quick_start import ranker_config
+
+    cfg = tiny_config(list_length=10, prm_holdout_ratio=0.2)
+    rerank = Config(model="PRM", dataset="tiny", config_dict=cfg)
+    assert ranker_config(rerank, "SASRec", config_dict=cfg)["list_length"] == 10

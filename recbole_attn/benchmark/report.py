@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from recbole_attn.benchmark.runner import read_records
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 
 # RecBole's metrics where smaller is better (recbole.evaluator.smaller_metrics, lower case).
 SMALLER_IS_BETTER = {"logloss", "rmse", "mae"}

@@ -38,6 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from recbole_attn.errors import ConfigError
+
 BEHAVIOR_TYPES = ("pv", "cart", "fav", "buy")
 S3REC_INTER_HEADER = ("user_id:token", "item_id:token", "timestamp:float")
 S3REC_ITEM_HEADER = ("item_id:token", "categories:token_seq")
@@ -51,7 +53,7 @@ _TIMESTAMP = re.compile(r"-?[0-9]+")
 StrPath = str | os.PathLike
 
 
-class ConvertError(ValueError):
+class ConvertError(ConfigError):
     """Malformed raw input (or an unusable dataset name); the message names file and line."""
 
 

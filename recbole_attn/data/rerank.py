@@ -15,7 +15,7 @@ import torch
 
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 
 
 def topk_lists(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,9 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
-from recbole_attn.config import ConfigError, get_model
+from recbole_attn.config import get_model
+from recbole_attn.data.checks import check_loaded
+from recbole_attn.errors import ConfigError
 
 TRAIN_SAMPLES = ("prefix", "window")
 
@@ -82,7 +84,14 @@ class WindowSequentialDataset(SequentialDataset):
 
 
 def create_dataset(config):
-    """RecBole's ``create_dataset``, or ``WindowSequentialDataset`` for ``train_samples: window``."""
+    """RecBole's ``create_dataset``, or ``WindowSequentialDataset`` for ``train_samples: window``;
+    checked by ``recbole_attn.data.checks.check_loaded``."""
+    dataset = _create_dataset(config)
+    check_loaded(dataset)
+    return dataset
+
+
+def _create_dataset(config):
     mode = config["train_samples"] or "prefix"
     if mode not in TRAIN_SAMPLES:
         raise ConfigError(f"train_samples must be one of {', '.join(TRAIN_SAMPLES)}, got {mode!r}")

@@ -58,7 +58,7 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import FeatureType, InputType
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 from recbole_attn.layers import MLP, ItemFeatureEmbedding, time_bucket, xavier_init
 
 RANKINGS = ("dot", "mlp")

@@ -36,7 +36,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import FeatureType, InputType
 
 from recbole_attn import evaluator  # noqa: F401  (registers the value metric GAUC)
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 from recbole_attn.layers import (
     MLP,
     FeatureTableEmbedding,

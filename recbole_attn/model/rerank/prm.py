@@ -64,7 +64,7 @@ from recbole.model.layers import TransformerEncoder
 from recbole.trainer import Trainer
 from recbole.utils import FeatureType, InputType
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 from recbole_attn.data.rerank import topk_lists, validation_point_loaders
 
 

@@ -16,7 +16,7 @@ share of last-item-only samples, training schedule, initialisation).
 
 from __future__ import annotations
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 from recbole_attn.model.sequential_recommender.nova_bert import NOVABERT
 
 # What makes NOVABERT the paper's BERT4Rec: input = LayerNorm(item + position), no side fields.

@@ -38,7 +38,7 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 
 SCORE_MODES = ("dist", "inner")
 

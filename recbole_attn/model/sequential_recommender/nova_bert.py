@@ -73,7 +73,7 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import FeatureType, InputType
 
-from recbole_attn.config import ConfigError
+from recbole_attn.errors import ConfigError
 
 FUSION_TYPES = ("add", "concat", "gating")
 ATTENTION_TYPES = ("nova", "invasive")
