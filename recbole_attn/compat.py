@@ -34,7 +34,12 @@ test per fix that fails without it.
 7. ``ensure_dir`` checks ``os.path.exists`` and then calls ``os.makedirs``: processes
    started together (``--nproc 2``, parallel benchmark runs) race and one dies with
    ``FileExistsError: './log'``. Replaced by ``os.makedirs(exist_ok=True)``.
-8. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
+8. scipy (1.17 here): RecBole builds its user-item graphs (LightGCN, NGCF, NCL, GCMC,
+   SpectralCF, KGIN, MCCLK) with ``dok_matrix._update(dict)``, a private method scipy
+   removed (``AttributeError: 'dok_matrix' object has no attribute '_update'``). We give
+   ``dok_matrix`` back an ``_update`` with the old meaning (set each ``(row, col)`` key to
+   its value; a later duplicate key wins), written with public fancy assignment.
+9. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
    loss) raise "train_neg_sample_args ... should be None"; fixed where the defaults are
    layered, in ``recbole_attn.config.Config``.
 
@@ -52,6 +57,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -136,6 +142,17 @@ def fill_nan(self) -> None:
                 feat[field] = feat[field].apply(lambda x: empty.copy() if isinstance(x, float) else x)
 
 
+def dok_update(self, data: dict) -> None:
+    """``dok_matrix._update`` as scipy had it while ``dok_matrix`` was a dict (fix 8): ``self[r, c] = v`` for each
+    ``(r, c): v`` of ``data``, in one vectorised assignment (a later duplicate key wins, as
+    in the dict ``data`` itself)."""
+    if not data:
+        return
+    keys = np.fromiter((k for key in data for k in key), dtype=np.int64, count=2 * len(data))
+    values = np.fromiter(data.values(), dtype=self.dtype, count=len(data))
+    self[keys[0::2], keys[1::2]] = values
+
+
 def add_numpy_aliases() -> None:
     """Provide the numpy names numpy 2 removed and RecBole still uses (fix 2)."""
     for name, value in NUMPY_ALIASES.items():
@@ -190,6 +207,8 @@ def apply() -> None:
     torch.autograd.set_detect_anomaly(False)
     rb_layers.FeedForward.gelu = fused_gelu
     rb_trainer.DistributedDataParallel = cpu_safe_ddp
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = dok_update
     for name in ENSURE_DIR_USERS:
         setattr(importlib.import_module(name), "ensure_dir", ensure_dir)
     _applied = True
