@@ -11,10 +11,11 @@ Layering, lowest first (each later source wins):
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
+import importlib.util
 import os
-import pkgutil
 from pathlib import Path
 
 import torch
@@ -26,7 +27,6 @@ compat.apply()
 
 from recbole.config import Config as RecBoleConfig  # noqa: E402
 from recbole.utils import ModelType  # noqa: E402
-from recbole.utils import get_model as recbole_get_model  # noqa: E402
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
 
@@ -46,52 +46,98 @@ def plugin_models() -> dict[str, type]:
     return MODELS
 
 
-@functools.lru_cache(maxsize=None)
-def builtin_model_names() -> tuple[str, ...]:
-    """Class names of RecBole's built-in models."""
-    from recbole.model.abstract_recommender import AbstractRecommender
+# RecBole's model sub-packages, in the order recbole.utils.get_model searches them.
+RECBOLE_MODEL_TYPES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+)
 
-    names = set()
-    for sub in (
-        "general_recommender",
-        "context_aware_recommender",
-        "sequential_recommender",
-        "knowledge_aware_recommender",
-        "exlib_recommender",
-    ):
-        try:
-            pkg = importlib.import_module(f"recbole.model.{sub}")
-        except ImportError:  # exlib models need xgboost / lightgbm, which are optional
-            continue
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            module = importlib.import_module(f"{pkg.__name__}.{mod.name}")
-            names.update(
-                name
-                for name, obj in vars(module).items()
-                if isinstance(obj, type)
-                and issubclass(obj, AbstractRecommender)
-                and obj.__module__ == module.__name__
-                and name.lower() == mod.name
-            )
-    return tuple(sorted(names))
+# Built-ins that import a package outside RecBole's requirements when built or trained
+# with their default options: model -> import name of the package. (LDiffRec with
+# n_cate > 1 needs kmeans_pytorch, NNCF with neigh_info_method=louvain needs networkx and
+# python-louvain; those fail only with that option.)
+OPTIONAL_PACKAGES: dict[str, str] = {
+    "LightGBM": "lightgbm",
+    "XGBoost": "xgboost",
+    "KGAT": "dgl",
+    "KGIN": "torch_scatter",
+    "MCCLK": "torch_scatter",
+    "NCL": "faiss",
+}
+
+
+def pip_command(package: str) -> str:
+    """The pip command that installs the optional package imported as ``package``."""
+    if package == "torch_scatter":  # PyG builds it per torch version
+        return f"pip install torch-scatter -f https://data.pyg.org/whl/torch-{torch.__version__}.html"
+    if package == "faiss":  # RecBole's NCL asks faiss for GPU k-means (faiss.Kmeans(gpu=True))
+        return "pip install faiss-gpu-cu12"
+    if package == "dgl":  # DGL publishes builds per torch version on its own index
+        return "pip install dgl (a build matching your torch: https://www.dgl.ai/pages/start.html)"
+    return f"pip install {package}"
+
+
+def missing_optional_package(model: str) -> str | None:
+    """The import name of the optional package ``model`` needs, if it is not installed."""
+    package = OPTIONAL_PACKAGES.get(model)
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return package
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_models() -> dict[str, str]:
+    """Class name -> module of every RecBole built-in model.
+
+    Read from RecBole's sources with RecBole's own rule (class ``X`` defined in
+    ``recbole/model/<type>/<x lower>.py``), without importing them, so the models of
+    ``exlib_recommender`` are listed when lightgbm / xgboost are not installed.
+    """
+    spec = importlib.util.find_spec("recbole.model")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    models: dict[str, str] = {}
+    for sub in RECBOLE_MODEL_TYPES:
+        for path in sorted((root / sub).glob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef) and node.name.lower() == path.stem:
+                    models.setdefault(node.name, f"recbole.model.{sub}.{path.stem}")
+    return models
+
+
+def builtin_model_names() -> tuple[str, ...]:
+    """Class names of RecBole's built-in models, sorted."""
+    return tuple(sorted(builtin_models()))
 
 
 def get_model(name: str) -> type:
     """Resolve a model name: plugin models first, then RecBole's built-ins.
 
     Raises:
-        ConfigError: unknown name; the message lists plugin and built-in models.
+        ConfigError: unknown name (the message lists plugin and built-in models), or a
+            built-in whose optional package is not installed (the message names it and
+            its pip command).
     """
     plugins = plugin_models()
     if name in plugins:
         return plugins[name]
-    builtins = builtin_model_names()
+    builtins = builtin_models()
     if name not in builtins:
         raise ConfigError(
             f"unknown model '{name}'. Plugin models: {', '.join(sorted(plugins))}. "
-            f"RecBole built-in models: {', '.join(builtins)}"
+            f"RecBole built-in models: {', '.join(builtin_model_names())}"
         )
-    return recbole_get_model(name)  # sine.py, which turns anomaly mode on, was imported by compat
+    package = missing_optional_package(name)
+    if package is not None:
+        raise ConfigError(
+            f"model '{name}' needs the optional package '{package}', which is not installed: "
+            f"{pip_command(package)}"
+        )
+    # sine.py, which turns anomaly mode on, was imported by compat
+    return getattr(importlib.import_module(builtins[name]), name)
 
 
 def _load_yaml(path: Path, loader) -> dict:
