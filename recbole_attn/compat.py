@@ -39,11 +39,23 @@ test per fix that fails without it.
    removed (``AttributeError: 'dok_matrix' object has no attribute '_update'``). We give
    ``dok_matrix`` back an ``_update`` with the old meaning (set each ``(row, col)`` key to
    its value; a later duplicate key wins), written with public fancy assignment.
-9. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
-   loss) raise "train_neg_sample_args ... should be None"; fixed where the defaults are
-   layered, in ``recbole_attn.config.Config``.
+9. torch >= 2.6 loads with ``weights_only=True`` by default, which refuses RecBole's own
+   checkpoints (they pickle the run's ``Config``). Models that start from weights the
+   user names in the config (``pre_model_path`` of S3Rec, RaCT, ConvNCF; NAIS's
+   ``pretrain_path``; NeuMF's ``mf_pretrain_path`` / ``mlp_pretrain_path``; KD_DAGFM's
+   ``warm_up``) read them with a bare ``torch.load`` in ``__init__``; there it defaults to
+   ``weights_only=False`` (``trusted_torch_load``), as it did before torch 2.6.
+10. KSR: RecBole's preloaded vectors are float64 (``Dataset._preload_weight_matrix``
+    fills ``np.zeros``), and KSR keeps its relation matrix as such, so its first forward raises
+    ``expected m1 and m2 to have the same dtype, but got: float != double`` on any stack.
+    After ``KSR.__init__`` the relation matrix has the dtype of the model's parameters
+    (``ksr_float_relations``), as its entity vectors already have (copied into an
+    ``nn.Embedding``).
+11. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
+    loss) raise "train_neg_sample_args ... should be None"; fixed where the defaults are
+    layered, in ``recbole_attn.config.Config``.
 
-Checkpoint fixes (``weights_only`` on torch >= 2.6, unique file names) live in
+The trainer's checkpoint fixes (``weights_only`` on torch >= 2.6, unique file names) live in
 ``recbole_attn.trainer``, where the checkpoints are written and read.
 """
 
@@ -153,6 +165,55 @@ def dok_update(self, data: dict) -> None:
     self[keys[0::2], keys[1::2]] = values
 
 
+@contextlib.contextmanager
+def trusted_torch_load() -> Iterator[None]:
+    """``torch.load`` defaulting to ``weights_only=False`` for its duration (fix 9)."""
+    load = torch.load
+
+    def load_trusted(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return load(*args, **kwargs)
+
+    torch.load = load_trusted
+    try:
+        yield
+    finally:
+        torch.load = load
+
+
+def with_trusted_torch_load(method: Callable) -> Callable:
+    """``method`` run inside ``trusted_torch_load`` (fix 9)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with trusted_torch_load():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+# RecBole models whose __init__ reads pretrained weights named in the config (fix 9).
+PRETRAINED_WEIGHT_READERS = {
+    "recbole.model.general_recommender.convncf": "ConvNCF",
+    "recbole.model.general_recommender.nais": "NAIS",
+    "recbole.model.general_recommender.neumf": "NeuMF",
+    "recbole.model.general_recommender.ract": "RaCT",
+    "recbole.model.context_aware_recommender.kd_dagfm": "KD_DAGFM",
+    "recbole.model.sequential_recommender.s3rec": "S3Rec",
+}
+
+
+def ksr_float_relations(init: Callable) -> Callable:
+    """KSR's ``__init__``, then its relation matrix [R, K] in its parameters' dtype (fix 10)."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.relation_Matrix = self.relation_Matrix.to(self.item_embedding.weight.dtype)
+
+    return wrapper
+
+
 def add_numpy_aliases() -> None:
     """Provide the numpy names numpy 2 removed and RecBole still uses (fix 2)."""
     for name, value in NUMPY_ALIASES.items():
@@ -209,6 +270,12 @@ def apply() -> None:
     rb_trainer.DistributedDataParallel = cpu_safe_ddp
     if not hasattr(sp.dok_matrix, "_update"):
         sp.dok_matrix._update = dok_update
+    for module, name in PRETRAINED_WEIGHT_READERS.items():
+        model = getattr(importlib.import_module(module), name)
+        model.__init__ = with_trusted_torch_load(model.__init__)
+    from recbole.model.sequential_recommender.ksr import KSR
+
+    KSR.__init__ = ksr_float_relations(KSR.__init__)
     for name in ENSURE_DIR_USERS:
         setattr(importlib.import_module(name), "ensure_dir", ensure_dir)
     _applied = True
