@@ -8,13 +8,26 @@ that ran and the ones skipped at the end of ``pytest -q``.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import math
+import pkgutil
+import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import tiny_config
+from recbole_attn import config as rc
 from recbole_attn import objective_function
-from recbole_attn.config import builtin_models, missing_optional_package, pip_command
+from recbole_attn.config import ConfigError, builtin_models, missing_optional_package, pip_command
+
+# Top-level imports of RecBole's model sources that RecBole and this package require.
+REQUIRED_IMPORTS = {"recbole", "torch", "numpy", "scipy", "sklearn", "math", "random", "copy",
+                    "sys", "os", "warnings", "typing", "logging", "itertools", "enum",
+                    "collections", "__future__"}
+# Imported only with a non-default option (LDiffRec n_cate > 1; NNCF neigh_info_method=louvain).
+OPTION_ONLY_IMPORTS = {"kmeans_pytorch", "networkx", "community"}
 
 # Sizes small enough that one epoch of each of ~90 models fits in a CI minute or two.
 TINY_SIZES = {
@@ -120,3 +133,67 @@ def test_builtin_trains_one_epoch_through_our_runner(model, tmp_path):
     if model in FINAL_STAGE:
         cfg.update(train_stage=FINAL_STAGE[model], **pretrained)
     check_metrics(objective_function(config_dict=cfg, saved=False))
+
+
+# -- model lookup ----------------------------------------------------------------------
+
+
+def test_builtin_models_are_recboles_registry_including_the_decision_tree_ones():
+    """The static read finds what importing RecBole's packages finds, plus exlib's models."""
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    imported = {}
+    for sub in rc.RECBOLE_MODEL_TYPES[:-1]:  # exlib_recommender imports lightgbm / xgboost
+        package = importlib.import_module(f"recbole.model.{sub}")
+        for mod in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{mod.name}")
+            imported.update(
+                (name, module.__name__)
+                for name, obj in vars(module).items()
+                if isinstance(obj, type) and issubclass(obj, AbstractRecommender)
+                and obj.__module__ == module.__name__ and name.lower() == mod.name
+            )
+    exlib = {"LightGBM": "recbole.model.exlib_recommender.lightgbm",
+             "XGBoost": "recbole.model.exlib_recommender.xgboost"}
+    assert builtin_models() == {**imported, **exlib}
+    assert len(imported) > 80
+
+
+def test_every_optional_import_of_recboles_models_is_known():
+    """A RecBole model module importing a package outside RecBole's requirements is either
+    in OPTIONAL_PACKAGES (checked at lookup) or needs it only with a non-default option."""
+    root = Path(importlib.util.find_spec("recbole.model").submodule_search_locations[0])
+    optional = {}
+    for name, module in builtin_models().items():
+        tree = ast.parse((root / module.split(".")[2] / f"{module.split('.')[3]}.py").read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for top in {n.split(".")[0] for n in names} - REQUIRED_IMPORTS - OPTION_ONLY_IMPORTS:
+                optional.setdefault(name, set()).add(top)
+    assert optional == {model: {package} for model, package in rc.OPTIONAL_PACKAGES.items()}
+
+
+def test_missing_optional_package_fails_before_any_data_is_loaded(monkeypatch):
+    import recbole_attn.quick_start as qs
+
+    monkeypatch.setitem(rc.OPTIONAL_PACKAGES, "BPR", "no_such_package")
+    monkeypatch.setattr(qs, "create_dataset", lambda config: pytest.fail("data was loaded"))
+    with pytest.raises(ConfigError) as error:
+        objective_function(config_dict=model_config("BPR"), saved=False)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "'BPR' needs the optional package 'no_such_package'" in message
+    assert message.endswith("pip install no_such_package")
+
+
+@pytest.mark.skipif("lightgbm" in sys.modules or importlib.util.find_spec("lightgbm"), reason="lightgbm is installed")
+def test_lightgbm_without_lightgbm_names_the_package():
+    with pytest.raises(ConfigError, match="'LightGBM' needs the optional package 'lightgbm'.*pip install lightgbm"):
+        rc.get_model("LightGBM")
+
+
+def test_pip_command_of_torch_scatter_names_this_torch():
+    import torch
+
+    assert pip_command("torch_scatter").endswith(f"torch-{torch.__version__}.html")

@@ -287,3 +287,76 @@ def test_training_resumes_from_an_own_checkpoint(tmp_path):
     assert trainer.start_epoch == 1 and trainer.saved_model_file == path
     state = torch.load(path, weights_only=False)["state_dict"]
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+# -- scipy dok_matrix._update -------------------------------------------------------------
+
+
+def test_recbole_graph_construction_fails_on_this_scipy_without_the_fix():
+    proc = run_fresh(
+        "import numpy as np, scipy.sparse as sp\n"
+        "sp.dok_matrix((2, 2), dtype=np.float32)._update({(0, 1): 1})\n"
+    )
+    if proc.returncode == 0:
+        pytest.skip("this scipy still has dok_matrix._update")
+    assert "no attribute '_update'" in proc.stderr
+
+
+def test_dok_update_sets_keys_as_a_dict_update_would():
+    import scipy.sparse as sp
+
+    data = {(0, 1): 1, (2, 3): 2, (1, 0): 1}
+    data[(0, 1)] = 5  # a key set twice: the dict keeps the last value
+    matrix = sp.dok_matrix((3, 4), dtype=np.float32)
+    matrix[2, 2] = 7  # entries already there stay
+    compat.dok_update(matrix, data)
+    expected = np.zeros((3, 4), dtype=np.float32)
+    expected[2, 2] = 7
+    for (r, c), v in data.items():
+        expected[r, c] = v
+    assert np.array_equal(matrix.toarray(), expected)
+    compat.dok_update(matrix, {})
+    assert np.array_equal(matrix.toarray(), expected)
+
+
+def test_lightgcn_graph_is_the_normalised_bipartite_adjacency():
+    """LightGCN's A_hat = D^-1/2 A D^-1/2 of A = [[0, R], [R^T, 0]], R the binary
+    user-item matrix of the training split, built densely here."""
+    from conftest import build
+
+    config, model, train_data, *_ = build("LightGCN", epochs=1)
+    inter = train_data._dataset.inter_matrix(form="coo")
+    n_users, n_items = model.n_users, model.n_items
+    R = np.zeros((n_users, n_items), dtype=np.float32)
+    R[inter.row, inter.col] = 1
+    A = np.block([[np.zeros((n_users, n_users)), R], [R.T, np.zeros((n_items, n_items))]])
+    d = np.power(A.sum(axis=1) + 1e-7, -0.5)
+    expected = d[:, None] * A * d[None, :]
+    got = model.norm_adj_matrix.to_dense().numpy()
+    assert R.sum() > 100
+    assert np.allclose(got, expected, atol=1e-6)
+
+
+# -- pretrained weights, KSR ---------------------------------------------------------------
+
+
+def test_trusted_torch_load_reads_recbole_checkpoints_and_restores_torch_load(tmp_path):
+    path = _checkpoint(tmp_path)
+    load = torch.load
+    with compat.trusted_torch_load():
+        assert torch.load(path)["config"]["model"] == "AttRec"
+    assert torch.load is load
+
+
+# S3Rec and RaCT fine-tuning from their pre-trained files: tests/test_builtins.py.
+
+
+def test_ksr_relation_matrix_has_the_dtype_of_its_parameters():
+    from conftest import build
+    from test_builtins import model_config
+
+    cfg = model_config("KSR")
+    overrides = {k: v for k, v in cfg.items() if k not in ("model", "dataset", "data_path")}
+    _, model, train_data, *_ = build("KSR", **overrides)
+    assert train_data._dataset.get_preload_weight("rel_id").dtype == np.float64  # RecBole's
+    assert model.relation_Matrix.dtype == model.item_embedding.weight.dtype == torch.float32
