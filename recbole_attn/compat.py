@@ -51,7 +51,11 @@ test per fix that fails without it.
     After ``KSR.__init__`` the relation matrix has the dtype of the model's parameters
     (``ksr_float_relations``), as its entity vectors already have (copied into an
     ``nn.Embedding``).
-11. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
+11. hyperopt >= 0.2.7 samples with a numpy ``Generator`` (``rng.integers``); RecBole's
+    ``HyperTuning(algo="exhaustive")``, its default, hands it a ``RandomState`` and fails
+    with ``'RandomState' object has no attribute 'integers'``. ``exhaustive_search``
+    replaces RecBole's with a ``Generator`` (``random`` and ``bayes`` are hyperopt's own).
+12. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
     loss) raise "train_neg_sample_args ... should be None"; fixed where the defaults are
     layered, in ``recbole_attn.config.Config``.
 
@@ -214,6 +218,36 @@ def ksr_float_relations(init: Callable) -> Callable:
     return wrapper
 
 
+def exhaustive_search(new_ids, domain, trials, seed, nbMaxSucessiveFailures: int = 1000) -> list:
+    """RecBole's ``exhaustive_search`` (hyperopt ``algo``) drawing with a numpy Generator (fix 11).
+
+    Each new trial is a point of the grid not tried yet, drawn at random; ``[]`` (hyperopt
+    stops) after ``nbMaxSucessiveFailures`` draws in a row hit tried points.
+    """
+    from hyperopt import pyll
+    from hyperopt.base import miscs_update_idxs_vals
+
+    def point(vals: dict) -> frozenset:
+        return frozenset((name, value[0] if len(value) else None) for name, value in vals.items())
+
+    tried = {point(trial["misc"]["vals"]) for trial in trials.trials}
+    rng = np.random.default_rng(seed)
+    docs = []
+    for new_id in new_ids:
+        for _ in range(nbMaxSucessiveFailures + 1):
+            memo = {domain.s_new_ids: [new_id], domain.s_rng: rng}
+            idxs, vals = pyll.rec_eval(domain.s_idxs_vals, memo=memo)
+            if point(vals) not in tried:
+                break
+        else:
+            return []
+        tried.add(point(vals))
+        misc = dict(tid=new_id, cmd=domain.cmd, workdir=domain.workdir)
+        miscs_update_idxs_vals([misc], idxs, vals)
+        docs.extend(trials.new_trial_docs([new_id], [None], [domain.new_result()], [misc]))
+    return docs
+
+
 def add_numpy_aliases() -> None:
     """Provide the numpy names numpy 2 removed and RecBole still uses (fix 2)."""
     for name, value in NUMPY_ALIASES.items():
@@ -260,6 +294,7 @@ def apply() -> None:
     from recbole.data.dataset import Dataset, SequentialDataset
     import recbole.model.layers as rb_layers
     import recbole.model.sequential_recommender  # noqa: F401  (imports sine.py: anomaly on)
+    import recbole.trainer.hyper_tuning as rb_hyper_tuning
     import recbole.trainer.trainer as rb_trainer
 
     Dataset._fill_nan = fill_nan
@@ -273,6 +308,7 @@ def apply() -> None:
     for module, name in PRETRAINED_WEIGHT_READERS.items():
         model = getattr(importlib.import_module(module), name)
         model.__init__ = with_trusted_torch_load(model.__init__)
+    rb_hyper_tuning.exhaustive_search = exhaustive_search
     from recbole.model.sequential_recommender.ksr import KSR
 
     KSR.__init__ = ksr_float_relations(KSR.__init__)

@@ -360,3 +360,70 @@ def test_ksr_relation_matrix_has_the_dtype_of_its_parameters():
     _, model, train_data, *_ = build("KSR", **overrides)
     assert train_data._dataset.get_preload_weight("rel_id").dtype == np.float64  # RecBole's
     assert model.relation_Matrix.dtype == model.item_embedding.weight.dtype == torch.float32
+
+
+# -- HyperTuning on today's hyperopt ----------------------------------------------------
+
+
+def test_recbole_exhaustive_search_fails_on_todays_hyperopt_without_the_fix():
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    aliases = ", ".join(f"{k!r}: {v}" for k, v in NUMPY_ALIAS_CODE.items())
+    proc = run_fresh(
+        "import numpy as np\n"
+        f"for k, v in {{{aliases}}}.items():\n"
+        "    np.__dict__.setdefault(k, v)\n"
+        "from recbole.trainer.hyper_tuning import HyperTuning\n"
+        "result = {'model': 'm', 'best_valid_score': 1.0, 'valid_score_bigger': True}\n"
+        "HyperTuning(lambda c, f: result, params_dict={'choice': {'x': [1, 2]}}).run()\n"
+    )
+    if proc.returncode == 0:
+        pytest.skip("this hyperopt accepts RecBole's RandomState")
+    assert "RandomState' object has no attribute 'integers'" in proc.stderr
+
+
+def _hyper_tuning(tmp_path, algo: str, **kwargs):
+    """RecBole's HyperTuning over two learning rates of AttRec on the tiny fixture."""
+    import yaml
+    from recbole.trainer import HyperTuning
+
+    from recbole_attn import objective_function
+
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(yaml.safe_dump(tiny_config(model="AttRec", dataset="tiny", epochs=1, checkpoint_dir=str(tmp_path))))
+    params = tmp_path / "lr.hyper"
+    params.write_text("learning_rate choice [0.01,0.001]\n")
+    tuner = HyperTuning(
+        objective_function, algo=algo, params_file=str(params), fixed_config_file_list=[str(fixed)], **kwargs
+    )
+    tuner.run()
+    return tuner
+
+
+def test_hyper_tuning_exhaustive_tries_each_learning_rate_once(tmp_path):
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    tuner = _hyper_tuning(tmp_path, "exhaustive")
+    assert sorted(tuner.params2result) == ["learning_rate:0.001", "learning_rate:0.01"]
+    scores = {p: r["best_valid_score"] for p, r in tuner.params2result.items()}
+    assert tuner.best_score == max(scores.values())
+    assert tuner.params2str(tuner.best_params) == max(scores, key=scores.get)
+    for result in tuner.params2result.values():
+        assert result["model"] == "AttRec" and set(result["test_result"]) == {"recall@5", "ndcg@5"}
+
+
+@pytest.mark.parametrize("algo", ["random", "bayes"])
+def test_hyper_tuning_random_and_bayes_run(tmp_path, algo):
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    tuner = _hyper_tuning(tmp_path, algo, max_evals=2)
+    assert len(tuner.score_list) == 2
+    assert set(tuner.params2result) <= {"learning_rate:0.001", "learning_rate:0.01"}
+
+
+def test_example_hyper_params_file_parses():
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    import yaml
+    from recbole.trainer.hyper_tuning import HyperTuning, _spacesize
+
+    space = HyperTuning._build_space_from_file(str(REPO / "benchmarks" / "hyper" / "AttRec.hyper"))
+    assert set(space) == {"learning_rate", "seq_window"} and _spacesize(space) == 4
+    fixed = yaml.safe_load((REPO / "benchmarks" / "hyper" / "AttRec-ml-100k.yaml").read_text())
+    assert fixed["model"] == "AttRec" and fixed["dataset"] == "ml-100k"
