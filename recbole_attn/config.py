@@ -16,6 +16,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -101,7 +102,9 @@ def builtin_models() -> dict[str, str]:
     models: dict[str, str] = {}
     for sub in RECBOLE_MODEL_TYPES:
         for path in sorted((root / sub).glob("*.py")):
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            with warnings.catch_warnings():  # RecBole's docstrings hold invalid escapes
+                warnings.simplefilter("ignore", SyntaxWarning)
+                tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in tree.body:
                 if isinstance(node, ast.ClassDef) and node.name.lower() == path.stem:
                     models.setdefault(node.name, f"recbole.model.{sub}.{path.stem}")

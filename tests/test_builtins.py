@@ -13,6 +13,7 @@ import importlib
 import math
 import pkgutil
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ TINY_SIZES = {
     "eval_batch_size": 128,
     "reproducibility": True,
 }
+RANKING_METRICS = {"recall", "ndcg", "mrr", "hit", "precision", "map"}
 LABELLED = {"metrics": ["AUC", "LogLoss"], "valid_metric": "AUC"}
 ITEM_CATEGORY = {"item": ["item_id", "category"]}
 INTER = ["user_id", "item_id", "rating", "timestamp"]
@@ -62,10 +64,10 @@ BY_TYPE = {
     "knowledge_aware_recommender": {"load_col": {"inter": INTER, **KG}},
     "exlib_recommender": {"load_col": {"inter": INTER, **ITEM_CATEGORY}, "threshold": {"rating": 4}, **LABELLED},
 }
-# Models that need more than their package's settings: labelled metrics (DIN, DIEN),
-# pretrained entity (and relation) vectors, or sizes the tiny ones break.
 # GRU4RecKG and KSR skip RecBole's sequential quick-start file, which sets this split.
 SEQUENTIAL_SPLIT = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}}
+# Models that need more than their package's settings: labelled metrics (DIN, DIEN),
+# pretrained entity (and relation) vectors, or sizes the tiny ones break.
 BY_MODEL = {
     "DIN": LABELLED,
     "DIEN": LABELLED,
@@ -95,12 +97,9 @@ BY_MODEL = {
         **SEQUENTIAL_SPLIT,
     },
 }
-
-
 # Models trained in stages, each from the weights the previous one saved
-# (``<model>-tiny-<epoch>.pth`` in checkpoint_dir); the last stage is evaluated.
-PRETRAIN_STAGES = {"S3Rec": ["pretrain"], "RaCT": ["actor_pretrain", "critic_pretrain"]}
-FINAL_STAGE = {"S3Rec": "finetune", "RaCT": "finetune"}
+# (``<model>-tiny-<epoch>.pth`` in checkpoint_dir); the last stage is the one checked.
+STAGES = {"S3Rec": ["pretrain", "finetune"], "RaCT": ["actor_pretrain", "critic_pretrain", "finetune"]}
 
 
 def model_config(model: str, **overrides) -> dict:
@@ -112,10 +111,15 @@ def model_config(model: str, **overrides) -> dict:
     return cfg
 
 
-def check_metrics(result: dict) -> None:
+def check_metrics(result: dict, cfg: dict) -> None:
+    """Valid and test results hold every configured metric, each a finite number."""
+    expected = {
+        f"{m.lower()}@{k}" if m.lower() in RANKING_METRICS else m.lower()
+        for m in cfg["metrics"] for k in (cfg["topk"] if m.lower() in RANKING_METRICS else [None])
+    }
     for part in ("best_valid_result", "test_result"):
         metrics = result[part]
-        assert metrics, f"{part} is empty: {result}"
+        assert metrics and set(metrics) == expected, f"{part}: {metrics}, expected {expected}"
         assert all(math.isfinite(v) for v in metrics.values()), f"{part}: {metrics}"
 
 
@@ -125,14 +129,13 @@ def test_builtin_trains_one_epoch_through_our_runner(model, tmp_path):
     if package is not None:
         pytest.skip(f"needs optional package '{package}' ({pip_command(package)})")
     cfg = model_config(model, checkpoint_dir=str(tmp_path))
-    pretrained = {}
-    for stage in PRETRAIN_STAGES.get(model, []):
-        stage_cfg = dict(cfg, train_stage=stage, pretrain_epochs=1, save_step=1, **pretrained)
-        objective_function(config_dict=stage_cfg, saved=False)
-        pretrained = {"pre_model_path": str(tmp_path / f"{model}-tiny-1.pth")}
-    if model in FINAL_STAGE:
-        cfg.update(train_stage=FINAL_STAGE[model], **pretrained)
-    check_metrics(objective_function(config_dict=cfg, saved=False))
+    *pretraining, last = STAGES.get(model, [None])
+    for stage in pretraining:
+        objective_function(config_dict=dict(cfg, train_stage=stage, pretrain_epochs=1, save_step=1), saved=False)
+        cfg["pre_model_path"] = str(tmp_path / f"{model}-tiny-1.pth")
+    if last is not None:
+        cfg["train_stage"] = last
+    check_metrics(objective_function(config_dict=cfg, saved=False), cfg)
 
 
 # -- model lookup ----------------------------------------------------------------------
@@ -165,7 +168,10 @@ def test_every_optional_import_of_recboles_models_is_known():
     root = Path(importlib.util.find_spec("recbole.model").submodule_search_locations[0])
     optional = {}
     for name, module in builtin_models().items():
-        tree = ast.parse((root / module.split(".")[2] / f"{module.split('.')[3]}.py").read_text())
+        source = (root / module.split(".")[2] / f"{module.split('.')[3]}.py").read_text()
+        with warnings.catch_warnings():  # RecBole's docstrings hold invalid escapes
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(source)
         for node in ast.walk(tree):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
