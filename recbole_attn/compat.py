@@ -1,4 +1,5 @@
-"""Every fix that RecBole 1.2.1 needs to run soundly on today's numpy, pandas and torch.
+"""Every fix that RecBole 1.2.1 needs to run soundly on today's numpy, pandas, scipy,
+torch and hyperopt.
 
 `apply()` runs once, when `recbole_attn` is imported, before any RecBole module that
 needs a fix is used. Each fix names the failure it prevents; `tests/test_compat.py` has a
@@ -159,9 +160,11 @@ def fill_nan(self) -> None:
 
 
 def dok_update(self, data: dict) -> None:
-    """``dok_matrix._update`` as scipy had it while ``dok_matrix`` was a dict (fix 8): ``self[r, c] = v`` for each
-    ``(r, c): v`` of ``data``, in one vectorised assignment (a later duplicate key wins, as
-    in the dict ``data`` itself)."""
+    """``dok_matrix._update`` as scipy had it while ``dok_matrix`` was a dict (fix 8).
+
+    ``self[r, c] = v`` for each ``(r, c): v`` of ``data``, in one vectorised assignment
+    (a key given twice in ``data`` cannot happen: it is a dict).
+    """
     if not data:
         return
     keys = np.fromiter((k for key in data for k in key), dtype=np.int64, count=2 * len(data))
@@ -294,6 +297,7 @@ def apply() -> None:
     from recbole.data.dataset import Dataset, SequentialDataset
     import recbole.model.layers as rb_layers
     import recbole.model.sequential_recommender  # noqa: F401  (imports sine.py: anomaly on)
+    from recbole.model.sequential_recommender.ksr import KSR
     import recbole.trainer.hyper_tuning as rb_hyper_tuning
     import recbole.trainer.trainer as rb_trainer
 
@@ -309,8 +313,6 @@ def apply() -> None:
         model = getattr(importlib.import_module(module), name)
         model.__init__ = with_trusted_torch_load(model.__init__)
     rb_hyper_tuning.exhaustive_search = exhaustive_search
-    from recbole.model.sequential_recommender.ksr import KSR
-
     KSR.__init__ = ksr_float_relations(KSR.__init__)
     for name in ENSURE_DIR_USERS:
         setattr(importlib.import_module(name), "ensure_dir", ensure_dir)
