@@ -56,17 +56,18 @@ RECBOLE_MODEL_TYPES = (
     "exlib_recommender",
 )
 
-# Built-ins that import a package outside RecBole's requirements when built or trained
-# with their default options: model -> import name of the package. (LDiffRec with
-# n_cate > 1 needs kmeans_pytorch, NNCF with neigh_info_method=louvain needs networkx and
-# python-louvain; those fail only with that option.)
-OPTIONAL_PACKAGES: dict[str, str] = {
-    "LightGBM": "lightgbm",
-    "XGBoost": "xgboost",
-    "KGAT": "dgl",
-    "KGIN": "torch_scatter",
-    "MCCLK": "torch_scatter",
-    "NCL": "faiss",
+# Built-ins that import packages outside RecBole's requirements when built or trained
+# with their default options: model -> import names of the packages. Both decision-tree
+# models need both packages: RecBole's exlib_recommender/__init__.py imports lightgbm and
+# xgboost. (LDiffRec with n_cate > 1 needs kmeans_pytorch, NNCF with
+# neigh_info_method=louvain needs networkx and python-louvain; only with that option.)
+OPTIONAL_PACKAGES: dict[str, tuple[str, ...]] = {
+    "LightGBM": ("lightgbm", "xgboost"),
+    "XGBoost": ("xgboost", "lightgbm"),
+    "KGAT": ("dgl",),
+    "KGIN": ("torch_scatter",),
+    "MCCLK": ("torch_scatter",),
+    "NCL": ("faiss",),
 }
 
 
@@ -81,12 +82,19 @@ def pip_command(package: str) -> str:
     return f"pip install {package}"
 
 
-def missing_optional_package(model: str) -> str | None:
-    """The import name of the optional package ``model`` needs, if it is not installed."""
-    package = OPTIONAL_PACKAGES.get(model)
-    if package is None or importlib.util.find_spec(package) is not None:
-        return None
-    return package
+def missing_optional_packages(model: str) -> list[str]:
+    """Import names of the optional packages ``model`` needs that are not installed."""
+    return [p for p in OPTIONAL_PACKAGES.get(model, ()) if importlib.util.find_spec(p) is None]
+
+
+def missing_packages_message(model: str, packages: list[str]) -> str:
+    """One line: which optional packages ``model`` lacks and the pip command of each."""
+    names = ", ".join(f"'{p}'" for p in packages)
+    plural = "s" if len(packages) > 1 else ""
+    return (
+        f"model '{model}' needs the optional package{plural} {names}, not installed: "
+        + "; ".join(pip_command(p) for p in packages)
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,12 +141,9 @@ def get_model(name: str) -> type:
             f"unknown model '{name}'. Plugin models: {', '.join(sorted(plugins))}. "
             f"RecBole built-in models: {', '.join(builtin_model_names())}"
         )
-    package = missing_optional_package(name)
-    if package is not None:
-        raise ConfigError(
-            f"model '{name}' needs the optional package '{package}', which is not installed: "
-            f"{pip_command(package)}"
-        )
+    missing = missing_optional_packages(name)
+    if missing:
+        raise ConfigError(missing_packages_message(name, missing))
     # sine.py, which turns anomaly mode on, was imported by compat
     return getattr(importlib.import_module(builtins[name]), name)
 

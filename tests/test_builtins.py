@@ -21,7 +21,13 @@ import pytest
 from conftest import tiny_config
 from recbole_attn import config as rc
 from recbole_attn import objective_function
-from recbole_attn.config import ConfigError, builtin_models, missing_optional_package, pip_command
+from recbole_attn.config import (
+    ConfigError,
+    builtin_models,
+    missing_optional_packages,
+    missing_packages_message,
+    pip_command,
+)
 
 # Top-level imports of RecBole's model sources that RecBole and this package require.
 REQUIRED_IMPORTS = {"recbole", "torch", "numpy", "scipy", "sklearn", "math", "random", "copy",
@@ -125,9 +131,9 @@ def check_metrics(result: dict, cfg: dict) -> None:
 
 @pytest.mark.parametrize("model", sorted(builtin_models()))
 def test_builtin_trains_one_epoch_through_our_runner(model, tmp_path):
-    package = missing_optional_package(model)
-    if package is not None:
-        pytest.skip(f"needs optional package '{package}' ({pip_command(package)})")
+    missing = missing_optional_packages(model)
+    if missing:
+        pytest.skip(missing_packages_message(model, missing))
     cfg = model_config(model, checkpoint_dir=str(tmp_path))
     *pretraining, last = STAGES.get(model, [None])
     for stage in pretraining:
@@ -167,8 +173,12 @@ def test_every_optional_import_of_recboles_models_is_known():
     in OPTIONAL_PACKAGES (checked at lookup) or needs it only with a non-default option."""
     root = Path(importlib.util.find_spec("recbole.model").submodule_search_locations[0])
     optional = {}
+    # exlib_recommender/__init__.py imports both of its models: either needs both packages
+    exlib = "\n".join(p.read_text() for p in sorted((root / "exlib_recommender").glob("*.py")))
     for name, module in builtin_models().items():
         source = (root / module.split(".")[2] / f"{module.split('.')[3]}.py").read_text()
+        if "exlib_recommender" in module:
+            source += "\n" + exlib
         with warnings.catch_warnings():  # RecBole's docstrings hold invalid escapes
             warnings.simplefilter("ignore", SyntaxWarning)
             tree = ast.parse(source)
@@ -177,26 +187,31 @@ def test_every_optional_import_of_recboles_models_is_known():
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             for top in {n.split(".")[0] for n in names} - REQUIRED_IMPORTS - OPTION_ONLY_IMPORTS:
                 optional.setdefault(name, set()).add(top)
-    assert optional == {model: {package} for model, package in rc.OPTIONAL_PACKAGES.items()}
+    assert optional == {model: set(packages) for model, packages in rc.OPTIONAL_PACKAGES.items()}
 
 
 def test_missing_optional_package_fails_before_any_data_is_loaded(monkeypatch):
     import recbole_attn.quick_start as qs
 
-    monkeypatch.setitem(rc.OPTIONAL_PACKAGES, "BPR", "no_such_package")
+    monkeypatch.setitem(rc.OPTIONAL_PACKAGES, "BPR", ("no_such_package",))
     monkeypatch.setattr(qs, "create_dataset", lambda config: pytest.fail("data was loaded"))
     with pytest.raises(ConfigError) as error:
         objective_function(config_dict=model_config("BPR"), saved=False)
     message = str(error.value)
     assert "\n" not in message
-    assert "'BPR' needs the optional package 'no_such_package'" in message
-    assert message.endswith("pip install no_such_package")
+    assert message == "model 'BPR' needs the optional package 'no_such_package', not installed: pip install no_such_package"
 
 
-@pytest.mark.skipif("lightgbm" in sys.modules or importlib.util.find_spec("lightgbm"), reason="lightgbm is installed")
-def test_lightgbm_without_lightgbm_names_the_package():
-    with pytest.raises(ConfigError, match="'LightGBM' needs the optional package 'lightgbm'.*pip install lightgbm"):
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(p) for p in ("lightgbm", "xgboost")), reason="lightgbm or xgboost is installed"
+)
+def test_decision_tree_models_without_their_packages_name_both():
+    with pytest.raises(ConfigError) as error:
         rc.get_model("LightGBM")
+    assert str(error.value) == (
+        "model 'LightGBM' needs the optional packages 'lightgbm', 'xgboost', not installed: "
+        "pip install lightgbm; pip install xgboost"
+    )
 
 
 def test_pip_command_of_torch_scatter_names_this_torch():
