@@ -56,7 +56,12 @@ test per fix that fails without it.
     ``HyperTuning(algo="exhaustive")``, its default, hands it a ``RandomState`` and fails
     with ``'RandomState' object has no attribute 'integers'``. ``exhaustive_search``
     replaces RecBole's with a ``Generator`` (``random`` and ``bayes`` are hyperopt's own).
-12. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
+12. KGIN and MCCLK aggregate with ``torch_scatter`` (``scatter_mean``, ``scatter_softmax``),
+    a compiled package with no build for recent torch. Where it is not installed, their
+    ``Aggregator.forward`` runs with a stand-in module of the same two functions in pure
+    torch (``torch_scatter_fallback``; same values), present in ``sys.modules`` only
+    during that call.
+13. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
     loss) raise "train_neg_sample_args ... should be None"; fixed where the defaults are
     layered, in ``recbole_attn.config.Config``.
 
@@ -69,7 +74,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
+import sys
+import types
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -251,6 +259,63 @@ def exhaustive_search(new_ids, domain, trials, seed, nbMaxSucessiveFailures: int
     return docs
 
 
+def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim: int = -1, dim_size: int | None = None) -> torch.Tensor:
+    """torch_scatter's ``scatter_mean`` (its signature's defaults), for ``dim=0`` only (fix 12).
+
+    src [E, d], index [E] -> [dim_size, d]: row n is the mean of the rows of ``src`` whose
+    index is n; 0 where none is.
+    """
+    if dim != 0:
+        raise NotImplementedError("scatter_mean stand-in: dim=0 only (as KGIN and MCCLK call it)")
+    size = int(index.max()) + 1 if dim_size is None else dim_size
+    out = src.new_zeros((size, *src.shape[1:]))
+    index = index.view(-1, *[1] * (src.dim() - 1)).expand_as(src)
+    return out.scatter_reduce(0, index, src, reduce="mean", include_self=False)
+
+
+def scatter_softmax(src: torch.Tensor, index: torch.Tensor, dim: int = -1, dim_size: int | None = None) -> torch.Tensor:
+    """torch_scatter's ``scatter_softmax`` (its signature's defaults), for ``dim=0`` only (fix 12).
+
+    src [E, d], index [E] -> [E, d]: softmax of each column over the rows of ``src``
+    sharing an index.
+    """
+    if dim != 0:
+        raise NotImplementedError("scatter_softmax stand-in: dim=0 only (as MCCLK calls it)")
+    size = int(index.max()) + 1 if dim_size is None else dim_size
+    index = index.view(-1, *[1] * (src.dim() - 1)).expand_as(src)
+    group_max = src.new_zeros((size, *src.shape[1:])).scatter_reduce(0, index, src, reduce="amax", include_self=False)
+    exp = (src - group_max.gather(0, index)).exp()
+    group_sum = src.new_zeros((size, *src.shape[1:])).scatter_add(0, index, exp)
+    return exp / group_sum.gather(0, index)
+
+
+@contextlib.contextmanager
+def torch_scatter_fallback() -> Iterator[None]:
+    """``import torch_scatter`` gives the stand-ins above for its duration, unless the
+    package is installed (fix 12)."""
+    if "torch_scatter" in sys.modules or importlib.util.find_spec("torch_scatter") is not None:
+        yield
+        return
+    module = types.ModuleType("torch_scatter", "recbole_attn.compat stand-in: scatter_mean, scatter_softmax")
+    module.scatter_mean, module.scatter_softmax = scatter_mean, scatter_softmax
+    sys.modules["torch_scatter"] = module
+    try:
+        yield
+    finally:
+        sys.modules.pop("torch_scatter", None)
+
+
+def with_torch_scatter_fallback(method: Callable) -> Callable:
+    """``method`` run inside ``torch_scatter_fallback`` (fix 12)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with torch_scatter_fallback():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 def add_numpy_aliases() -> None:
     """Provide the numpy names numpy 2 removed and RecBole still uses (fix 2)."""
     for name, value in NUMPY_ALIASES.items():
@@ -314,6 +379,9 @@ def apply() -> None:
         model.__init__ = with_trusted_torch_load(model.__init__)
     rb_hyper_tuning.exhaustive_search = exhaustive_search
     KSR.__init__ = ksr_float_relations(KSR.__init__)
+    for module in ("kgin", "mcclk"):
+        aggregator = importlib.import_module(f"recbole.model.knowledge_aware_recommender.{module}").Aggregator
+        aggregator.forward = with_torch_scatter_fallback(aggregator.forward)
     for name in ENSURE_DIR_USERS:
         setattr(importlib.import_module(name), "ensure_dir", ensure_dir)
     _applied = True

@@ -60,21 +60,18 @@ RECBOLE_MODEL_TYPES = (
 # with their default options: model -> import names of the packages. Both decision-tree
 # models need both packages: RecBole's exlib_recommender/__init__.py imports lightgbm and
 # xgboost. (LDiffRec with n_cate > 1 needs kmeans_pytorch, NNCF with
-# neigh_info_method=louvain needs networkx and python-louvain; only with that option.)
+# neigh_info_method=louvain needs networkx and python-louvain; only with that option.
+# KGIN and MCCLK use torch_scatter where installed, recbole_attn.compat's stand-in if not.)
 OPTIONAL_PACKAGES: dict[str, tuple[str, ...]] = {
     "LightGBM": ("lightgbm", "xgboost"),
     "XGBoost": ("xgboost", "lightgbm"),
     "KGAT": ("dgl",),
-    "KGIN": ("torch_scatter",),
-    "MCCLK": ("torch_scatter",),
     "NCL": ("faiss",),
 }
 
 
 def pip_command(package: str) -> str:
     """The pip command that installs the optional package imported as ``package``."""
-    if package == "torch_scatter":  # PyG builds it per torch version
-        return f"pip install torch-scatter -f https://data.pyg.org/whl/torch-{torch.__version__}.html"
     if package == "faiss":  # RecBole's NCL asks faiss for GPU k-means (faiss.Kmeans(gpu=True))
         return "pip install faiss-gpu-cu12"
     if package == "dgl":  # DGL publishes builds per torch version on its own index

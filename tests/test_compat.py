@@ -427,3 +427,45 @@ def test_example_hyper_params_file_parses():
     assert set(space) == {"learning_rate", "seq_window"} and _spacesize(space) == 4
     fixed = yaml.safe_load((REPO / "benchmarks" / "hyper" / "AttRec-ml-100k.yaml").read_text())
     assert fixed["model"] == "AttRec" and fixed["dataset"] == "ml-100k"
+
+
+# -- torch_scatter stand-in (KGIN, MCCLK) --------------------------------------------------
+
+
+def _scatter_case():
+    torch.manual_seed(0)
+    index = torch.tensor([2, 0, 2, 2, 0, 4])  # rows 1 and 3 receive nothing
+    return torch.randn(6, 3, dtype=torch.float64), index
+
+
+def test_scatter_mean_stand_in_is_the_mean_per_index():
+    src, index = _scatter_case()
+    out = compat.scatter_mean(src=src, index=index, dim_size=5, dim=0)
+    expected = torch.zeros(5, 3, dtype=torch.float64)
+    for n in (0, 2, 4):
+        expected[n] = src[index == n].mean(dim=0)
+    assert torch.allclose(out, expected)
+
+
+def test_scatter_softmax_stand_in_is_a_softmax_per_index():
+    src, index = _scatter_case()
+    src = src.requires_grad_()
+    out = compat.scatter_softmax(src, index=index, dim=0)
+    for n in (0, 2, 4):
+        assert torch.allclose(out[index == n], torch.softmax(src[index == n], dim=0))
+    out.sum().backward()  # differentiable; each group sums to 1, so the gradient is 0
+    assert torch.allclose(src.grad, torch.zeros_like(src), atol=1e-12)
+
+
+def test_torch_scatter_stand_in_is_importable_only_inside_the_fallback():
+    import importlib.util
+
+    if importlib.util.find_spec("torch_scatter") is not None:
+        pytest.skip("torch_scatter is installed: the real package is used")
+    with compat.torch_scatter_fallback():
+        from torch_scatter import scatter_mean, scatter_softmax
+
+        assert scatter_mean is compat.scatter_mean and scatter_softmax is compat.scatter_softmax
+    assert "torch_scatter" not in sys.modules
+    with pytest.raises(ImportError):
+        import torch_scatter  # noqa: F401
