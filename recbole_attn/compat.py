@@ -1,4 +1,5 @@
-"""Every fix that RecBole 1.2.1 needs to run soundly on today's numpy, pandas and torch.
+"""Every fix that RecBole 1.2.1 needs to run soundly on today's numpy, pandas, scipy,
+torch and hyperopt.
 
 `apply()` runs once, when `recbole_attn` is imported, before any RecBole module that
 needs a fix is used. Each fix names the failure it prevents; `tests/test_compat.py` has a
@@ -34,11 +35,37 @@ test per fix that fails without it.
 7. ``ensure_dir`` checks ``os.path.exists`` and then calls ``os.makedirs``: processes
    started together (``--nproc 2``, parallel benchmark runs) race and one dies with
    ``FileExistsError: './log'``. Replaced by ``os.makedirs(exist_ok=True)``.
-8. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
-   loss) raise "train_neg_sample_args ... should be None"; fixed where the defaults are
-   layered, in ``recbole_attn.config.Config``.
+8. scipy (1.17 here): RecBole builds its user-item graphs (LightGCN, NGCF, NCL, GCMC,
+   SpectralCF, KGIN, MCCLK) with ``dok_matrix._update(dict)``, a private method scipy
+   removed (``AttributeError: 'dok_matrix' object has no attribute '_update'``). We give
+   ``dok_matrix`` back an ``_update`` with the old meaning (set each ``(row, col)`` key to
+   its value; a later duplicate key wins), written with public fancy assignment.
+9. torch >= 2.6 loads with ``weights_only=True`` by default, which refuses RecBole's own
+   checkpoints (they pickle the run's ``Config``). Models that start from weights the
+   user names in the config (``pre_model_path`` of S3Rec, RaCT, ConvNCF; NAIS's
+   ``pretrain_path``; NeuMF's ``mf_pretrain_path`` / ``mlp_pretrain_path``; KD_DAGFM's
+   ``warm_up``) read them with a bare ``torch.load`` in ``__init__``; there it defaults to
+   ``weights_only=False`` (``trusted_torch_load``), as it did before torch 2.6.
+10. KSR: RecBole's preloaded vectors are float64 (``Dataset._preload_weight_matrix``
+    fills ``np.zeros``), and KSR keeps its relation matrix as such, so its first forward raises
+    ``expected m1 and m2 to have the same dtype, but got: float != double`` on any stack.
+    After ``KSR.__init__`` the relation matrix has the dtype of the model's parameters
+    (``ksr_float_relations``), as its entity vectors already have (copied into an
+    ``nn.Embedding``).
+11. hyperopt >= 0.2.7 samples with a numpy ``Generator`` (``rng.integers``); RecBole's
+    ``HyperTuning(algo="exhaustive")``, its default, hands it a ``RandomState`` and fails
+    with ``'RandomState' object has no attribute 'integers'``. ``exhaustive_search``
+    replaces RecBole's with a ``Generator`` (``random`` and ``bayes`` are hyperopt's own).
+12. KGIN and MCCLK aggregate with ``torch_scatter`` (``scatter_mean``, ``scatter_softmax``),
+    a compiled package with no build for recent torch. Where it is not installed, their
+    ``Aggregator.forward`` runs with a stand-in module of the same two functions in pure
+    torch (``torch_scatter_fallback``; same values), present in ``sys.modules`` only
+    during that call.
+13. RecBole 1.2.1's own defaults make ``--model=SASRec`` (any sequential model with CE
+    loss) raise "train_neg_sample_args ... should be None"; fixed where the defaults are
+    layered, in ``recbole_attn.config.Config``.
 
-Checkpoint fixes (``weights_only`` on torch >= 2.6, unique file names) live in
+The trainer's checkpoint fixes (``weights_only`` on torch >= 2.6, unique file names) live in
 ``recbole_attn.trainer``, where the checkpoints are written and read.
 """
 
@@ -47,11 +74,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
+import sys
+import types
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -136,6 +167,155 @@ def fill_nan(self) -> None:
                 feat[field] = feat[field].apply(lambda x: empty.copy() if isinstance(x, float) else x)
 
 
+def dok_update(self, data: dict) -> None:
+    """``dok_matrix._update`` as scipy had it while ``dok_matrix`` was a dict (fix 8).
+
+    ``self[r, c] = v`` for each ``(r, c): v`` of ``data``, in one vectorised assignment
+    (a key given twice in ``data`` cannot happen: it is a dict).
+    """
+    if not data:
+        return
+    keys = np.fromiter((k for key in data for k in key), dtype=np.int64, count=2 * len(data))
+    values = np.fromiter(data.values(), dtype=self.dtype, count=len(data))
+    self[keys[0::2], keys[1::2]] = values
+
+
+@contextlib.contextmanager
+def trusted_torch_load() -> Iterator[None]:
+    """``torch.load`` defaulting to ``weights_only=False`` for its duration (fix 9)."""
+    load = torch.load
+
+    def load_trusted(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return load(*args, **kwargs)
+
+    torch.load = load_trusted
+    try:
+        yield
+    finally:
+        torch.load = load
+
+
+def with_trusted_torch_load(method: Callable) -> Callable:
+    """``method`` run inside ``trusted_torch_load`` (fix 9)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with trusted_torch_load():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+# RecBole models whose __init__ reads pretrained weights named in the config (fix 9).
+PRETRAINED_WEIGHT_READERS = {
+    "recbole.model.general_recommender.convncf": "ConvNCF",
+    "recbole.model.general_recommender.nais": "NAIS",
+    "recbole.model.general_recommender.neumf": "NeuMF",
+    "recbole.model.general_recommender.ract": "RaCT",
+    "recbole.model.context_aware_recommender.kd_dagfm": "KD_DAGFM",
+    "recbole.model.sequential_recommender.s3rec": "S3Rec",
+}
+
+
+def ksr_float_relations(init: Callable) -> Callable:
+    """KSR's ``__init__``, then its relation matrix [R, K] in its parameters' dtype (fix 10)."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.relation_Matrix = self.relation_Matrix.to(self.item_embedding.weight.dtype)
+
+    return wrapper
+
+
+def exhaustive_search(new_ids, domain, trials, seed, nbMaxSucessiveFailures: int = 1000) -> list:
+    """RecBole's ``exhaustive_search`` (hyperopt ``algo``) drawing with a numpy Generator (fix 11).
+
+    Each new trial is a point of the grid not tried yet, drawn at random; ``[]`` (hyperopt
+    stops) after ``nbMaxSucessiveFailures`` draws in a row hit tried points.
+    """
+    from hyperopt import pyll
+    from hyperopt.base import miscs_update_idxs_vals
+
+    def point(vals: dict) -> frozenset:
+        return frozenset((name, value[0] if len(value) else None) for name, value in vals.items())
+
+    tried = {point(trial["misc"]["vals"]) for trial in trials.trials}
+    rng = np.random.default_rng(seed)
+    docs = []
+    for new_id in new_ids:
+        for _ in range(nbMaxSucessiveFailures + 1):
+            memo = {domain.s_new_ids: [new_id], domain.s_rng: rng}
+            idxs, vals = pyll.rec_eval(domain.s_idxs_vals, memo=memo)
+            if point(vals) not in tried:
+                break
+        else:
+            return []
+        tried.add(point(vals))
+        misc = dict(tid=new_id, cmd=domain.cmd, workdir=domain.workdir)
+        miscs_update_idxs_vals([misc], idxs, vals)
+        docs.extend(trials.new_trial_docs([new_id], [None], [domain.new_result()], [misc]))
+    return docs
+
+
+def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim: int = -1, dim_size: int | None = None) -> torch.Tensor:
+    """torch_scatter's ``scatter_mean`` (its signature's defaults), for ``dim=0`` only (fix 12).
+
+    src [E, d], index [E] -> [dim_size, d]: row n is the mean of the rows of ``src`` whose
+    index is n; 0 where none is.
+    """
+    if dim != 0:
+        raise NotImplementedError("scatter_mean stand-in: dim=0 only (as KGIN and MCCLK call it)")
+    size = int(index.max()) + 1 if dim_size is None else dim_size
+    out = src.new_zeros((size, *src.shape[1:]))
+    index = index.view(-1, *[1] * (src.dim() - 1)).expand_as(src)
+    return out.scatter_reduce(0, index, src, reduce="mean", include_self=False)
+
+
+def scatter_softmax(src: torch.Tensor, index: torch.Tensor, dim: int = -1, dim_size: int | None = None) -> torch.Tensor:
+    """torch_scatter's ``scatter_softmax`` (its signature's defaults), for ``dim=0`` only (fix 12).
+
+    src [E, d], index [E] -> [E, d]: softmax of each column over the rows of ``src``
+    sharing an index.
+    """
+    if dim != 0:
+        raise NotImplementedError("scatter_softmax stand-in: dim=0 only (as MCCLK calls it)")
+    size = int(index.max()) + 1 if dim_size is None else dim_size
+    index = index.view(-1, *[1] * (src.dim() - 1)).expand_as(src)
+    group_max = src.new_zeros((size, *src.shape[1:])).scatter_reduce(0, index, src, reduce="amax", include_self=False)
+    exp = (src - group_max.gather(0, index)).exp()
+    group_sum = src.new_zeros((size, *src.shape[1:])).scatter_add(0, index, exp)
+    return exp / group_sum.gather(0, index)
+
+
+@contextlib.contextmanager
+def torch_scatter_fallback() -> Iterator[None]:
+    """``import torch_scatter`` gives the stand-ins above for its duration, unless the
+    package is installed (fix 12)."""
+    if "torch_scatter" in sys.modules or importlib.util.find_spec("torch_scatter") is not None:
+        yield
+        return
+    module = types.ModuleType("torch_scatter", "recbole_attn.compat stand-in: scatter_mean, scatter_softmax")
+    module.scatter_mean, module.scatter_softmax = scatter_mean, scatter_softmax
+    sys.modules["torch_scatter"] = module
+    try:
+        yield
+    finally:
+        sys.modules.pop("torch_scatter", None)
+
+
+def with_torch_scatter_fallback(method: Callable) -> Callable:
+    """``method`` run inside ``torch_scatter_fallback`` (fix 12)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with torch_scatter_fallback():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 def add_numpy_aliases() -> None:
     """Provide the numpy names numpy 2 removed and RecBole still uses (fix 2)."""
     for name, value in NUMPY_ALIASES.items():
@@ -182,6 +362,8 @@ def apply() -> None:
     from recbole.data.dataset import Dataset, SequentialDataset
     import recbole.model.layers as rb_layers
     import recbole.model.sequential_recommender  # noqa: F401  (imports sine.py: anomaly on)
+    from recbole.model.sequential_recommender.ksr import KSR
+    import recbole.trainer.hyper_tuning as rb_hyper_tuning
     import recbole.trainer.trainer as rb_trainer
 
     Dataset._fill_nan = fill_nan
@@ -190,6 +372,16 @@ def apply() -> None:
     torch.autograd.set_detect_anomaly(False)
     rb_layers.FeedForward.gelu = fused_gelu
     rb_trainer.DistributedDataParallel = cpu_safe_ddp
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = dok_update
+    for module, name in PRETRAINED_WEIGHT_READERS.items():
+        model = getattr(importlib.import_module(module), name)
+        model.__init__ = with_trusted_torch_load(model.__init__)
+    rb_hyper_tuning.exhaustive_search = exhaustive_search
+    KSR.__init__ = ksr_float_relations(KSR.__init__)
+    for module in ("kgin", "mcclk"):
+        aggregator = importlib.import_module(f"recbole.model.knowledge_aware_recommender.{module}").Aggregator
+        aggregator.forward = with_torch_scatter_fallback(aggregator.forward)
     for name in ENSURE_DIR_USERS:
         setattr(importlib.import_module(name), "ensure_dir", ensure_dir)
     _applied = True

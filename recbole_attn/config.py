@@ -11,10 +11,12 @@ Layering, lowest first (each later source wins):
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
+import importlib.util
 import os
-import pkgutil
+import warnings
 from pathlib import Path
 
 import recbole
@@ -29,7 +31,6 @@ compat.apply()
 
 from recbole.config import Config as RecBoleConfig  # noqa: E402
 from recbole.utils import ModelType  # noqa: E402
-from recbole.utils import get_model as recbole_get_model  # noqa: E402
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
 
@@ -41,52 +42,102 @@ def plugin_models() -> dict[str, type]:
     return MODELS
 
 
-@functools.lru_cache(maxsize=None)
-def builtin_model_names() -> tuple[str, ...]:
-    """Class names of RecBole's built-in models."""
-    from recbole.model.abstract_recommender import AbstractRecommender
+# RecBole's model sub-packages, in the order recbole.utils.get_model searches them.
+RECBOLE_MODEL_TYPES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+)
 
-    names = set()
-    for sub in (
-        "general_recommender",
-        "context_aware_recommender",
-        "sequential_recommender",
-        "knowledge_aware_recommender",
-        "exlib_recommender",
-    ):
-        try:
-            pkg = importlib.import_module(f"recbole.model.{sub}")
-        except ImportError:  # exlib models need xgboost / lightgbm, which are optional
-            continue
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            module = importlib.import_module(f"{pkg.__name__}.{mod.name}")
-            names.update(
-                name
-                for name, obj in vars(module).items()
-                if isinstance(obj, type)
-                and issubclass(obj, AbstractRecommender)
-                and obj.__module__ == module.__name__
-                and name.lower() == mod.name
-            )
-    return tuple(sorted(names))
+# Built-ins that import packages outside RecBole's requirements when built or trained
+# with their default options: model -> import names of the packages. Both decision-tree
+# models need both packages: RecBole's exlib_recommender/__init__.py imports lightgbm and
+# xgboost. (LDiffRec with n_cate > 1 needs kmeans_pytorch, NNCF with
+# neigh_info_method=louvain needs networkx and python-louvain; only with that option.
+# KGIN and MCCLK use torch_scatter where installed, recbole_attn.compat's stand-in if not.)
+OPTIONAL_PACKAGES: dict[str, tuple[str, ...]] = {
+    "LightGBM": ("lightgbm", "xgboost"),
+    "XGBoost": ("xgboost", "lightgbm"),
+    "KGAT": ("dgl",),
+    "NCL": ("faiss",),
+}
+
+
+def pip_command(package: str) -> str:
+    """The pip command that installs the optional package imported as ``package``."""
+    if package == "faiss":  # RecBole's NCL asks faiss for GPU k-means (faiss.Kmeans(gpu=True))
+        return "pip install faiss-gpu-cu12"
+    if package == "dgl":  # DGL publishes builds per torch version on its own index
+        return "pip install dgl (a build matching your torch: https://www.dgl.ai/pages/start.html)"
+    return f"pip install {package}"
+
+
+def missing_optional_packages(model: str) -> list[str]:
+    """Import names of the optional packages ``model`` needs that are not installed."""
+    return [p for p in OPTIONAL_PACKAGES.get(model, ()) if importlib.util.find_spec(p) is None]
+
+
+def missing_packages_message(model: str, packages: list[str]) -> str:
+    """One line: which optional packages ``model`` lacks and the pip command of each."""
+    names = ", ".join(f"'{p}'" for p in packages)
+    plural = "s" if len(packages) > 1 else ""
+    return (
+        f"model '{model}' needs the optional package{plural} {names}, not installed: "
+        + "; ".join(pip_command(p) for p in packages)
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_models() -> dict[str, str]:
+    """Class name -> module of every RecBole built-in model.
+
+    Read from RecBole's sources with RecBole's own rule (class ``X`` defined in
+    ``recbole/model/<type>/<x lower>.py``), without importing them, so the models of
+    ``exlib_recommender`` are listed when lightgbm / xgboost are not installed.
+    """
+    spec = importlib.util.find_spec("recbole.model")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    models: dict[str, str] = {}
+    for sub in RECBOLE_MODEL_TYPES:
+        for path in sorted((root / sub).glob("*.py")):
+            with warnings.catch_warnings():  # RecBole's docstrings hold invalid escapes
+                warnings.simplefilter("ignore", SyntaxWarning)
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef) and node.name.lower() == path.stem:
+                    models.setdefault(node.name, f"recbole.model.{sub}.{path.stem}")
+    return models
+
+
+def builtin_model_names() -> tuple[str, ...]:
+    """Class names of RecBole's built-in models, sorted."""
+    return tuple(sorted(builtin_models()))
 
 
 def get_model(name: str) -> type:
     """Resolve a model name: plugin models first, then RecBole's built-ins.
 
     Raises:
-        ConfigError: unknown name; the message lists plugin and built-in models.
+        ConfigError: unknown name (the message lists plugin and built-in models), or a
+            built-in whose optional package is not installed (the message names it and
+            its pip command).
     """
     plugins = plugin_models()
     if name in plugins:
         return plugins[name]
-    builtins = builtin_model_names()
+    builtins = builtin_models()
     if name not in builtins:
         raise ConfigError(
             f"unknown model '{name}'. Plugin models: {', '.join(sorted(plugins))}. "
-            f"RecBole built-in models: {', '.join(builtins)}"
+            f"RecBole built-in models: {', '.join(builtin_model_names())}"
         )
-    return recbole_get_model(name)  # sine.py, which turns anomaly mode on, was imported by compat
+    missing = missing_optional_packages(name)
+    if missing:
+        raise ConfigError(missing_packages_message(name, missing))
+    # sine.py, which turns anomaly mode on, was imported by compat
+    return getattr(importlib.import_module(builtins[name]), name)
 
 
 def _load_yaml(path: Path, loader) -> dict:

@@ -287,3 +287,185 @@ def test_training_resumes_from_an_own_checkpoint(tmp_path):
     assert trainer.start_epoch == 1 and trainer.saved_model_file == path
     state = torch.load(path, weights_only=False)["state_dict"]
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+# -- scipy dok_matrix._update -------------------------------------------------------------
+
+
+def test_recbole_graph_construction_fails_on_this_scipy_without_the_fix():
+    proc = run_fresh(
+        "import numpy as np, scipy.sparse as sp\n"
+        "sp.dok_matrix((2, 2), dtype=np.float32)._update({(0, 1): 1})\n"
+    )
+    if proc.returncode == 0:
+        pytest.skip("this scipy still has dok_matrix._update")
+    assert "no attribute '_update'" in proc.stderr
+
+
+def test_dok_update_sets_keys_as_a_dict_update_would():
+    import scipy.sparse as sp
+
+    data = {(0, 1): 1, (2, 3): 2, (1, 0): 1}
+    data[(0, 1)] = 5  # a key set twice: the dict keeps the last value
+    matrix = sp.dok_matrix((3, 4), dtype=np.float32)
+    matrix[2, 2] = 7  # entries already there stay
+    compat.dok_update(matrix, data)
+    expected = np.zeros((3, 4), dtype=np.float32)
+    expected[2, 2] = 7
+    for (r, c), v in data.items():
+        expected[r, c] = v
+    assert np.array_equal(matrix.toarray(), expected)
+    compat.dok_update(matrix, {})
+    assert np.array_equal(matrix.toarray(), expected)
+
+
+def test_lightgcn_graph_is_the_normalised_bipartite_adjacency():
+    """LightGCN's A_hat = D^-1/2 A D^-1/2 of A = [[0, R], [R^T, 0]], R the binary
+    user-item matrix of the training split, built densely here."""
+    from conftest import build
+
+    config, model, train_data, *_ = build("LightGCN", epochs=1)
+    inter = train_data._dataset.inter_matrix(form="coo")
+    n_users, n_items = model.n_users, model.n_items
+    R = np.zeros((n_users, n_items), dtype=np.float32)
+    R[inter.row, inter.col] = 1
+    A = np.block([[np.zeros((n_users, n_users)), R], [R.T, np.zeros((n_items, n_items))]])
+    d = np.power(A.sum(axis=1) + 1e-7, -0.5)
+    expected = d[:, None] * A * d[None, :]
+    got = model.norm_adj_matrix.to_dense().numpy()
+    assert R.sum() > 100
+    assert np.allclose(got, expected, atol=1e-6)
+
+
+# -- pretrained weights, KSR ---------------------------------------------------------------
+
+
+def test_trusted_torch_load_reads_recbole_checkpoints_and_restores_torch_load(tmp_path):
+    path = _checkpoint(tmp_path)
+    load = torch.load
+    with compat.trusted_torch_load():
+        assert torch.load(path)["config"]["model"] == "AttRec"
+    assert torch.load is load
+
+
+# S3Rec and RaCT fine-tuning from their pre-trained files: tests/test_builtins.py.
+
+
+def test_ksr_relation_matrix_has_the_dtype_of_its_parameters():
+    from conftest import build
+    from test_builtins import model_config
+
+    cfg = model_config("KSR")
+    overrides = {k: v for k, v in cfg.items() if k not in ("model", "dataset", "data_path")}
+    _, model, train_data, *_ = build("KSR", **overrides)
+    assert train_data._dataset.get_preload_weight("rel_id").dtype == np.float64  # RecBole's
+    assert model.relation_Matrix.dtype == model.item_embedding.weight.dtype == torch.float32
+
+
+# -- HyperTuning on today's hyperopt ----------------------------------------------------
+
+
+def test_recbole_exhaustive_search_fails_on_todays_hyperopt_without_the_fix():
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    aliases = ", ".join(f"{k!r}: {v}" for k, v in NUMPY_ALIAS_CODE.items())
+    proc = run_fresh(
+        "import numpy as np\n"
+        f"for k, v in {{{aliases}}}.items():\n"
+        "    np.__dict__.setdefault(k, v)\n"
+        "from recbole.trainer.hyper_tuning import HyperTuning\n"
+        "result = {'model': 'm', 'best_valid_score': 1.0, 'valid_score_bigger': True}\n"
+        "HyperTuning(lambda c, f: result, params_dict={'choice': {'x': [1, 2]}}).run()\n"
+    )
+    if proc.returncode == 0:
+        pytest.skip("this hyperopt accepts RecBole's RandomState")
+    assert "RandomState' object has no attribute 'integers'" in proc.stderr
+
+
+def _hyper_tuning(tmp_path, algo: str, **kwargs):
+    """RecBole's HyperTuning over two learning rates of AttRec on the tiny fixture."""
+    import yaml
+    from recbole.trainer import HyperTuning
+
+    from recbole_attn import objective_function
+
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(yaml.safe_dump(tiny_config(model="AttRec", dataset="tiny", epochs=1, checkpoint_dir=str(tmp_path))))
+    params = tmp_path / "lr.hyper"
+    params.write_text("learning_rate choice [0.01,0.001]\n")
+    tuner = HyperTuning(
+        objective_function, algo=algo, params_file=str(params), fixed_config_file_list=[str(fixed)], **kwargs
+    )
+    tuner.run()
+    return tuner
+
+
+def test_hyper_tuning_exhaustive_tries_each_learning_rate_once(tmp_path):
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    tuner = _hyper_tuning(tmp_path, "exhaustive")
+    assert sorted(tuner.params2result) == ["learning_rate:0.001", "learning_rate:0.01"]
+    scores = {p: r["best_valid_score"] for p, r in tuner.params2result.items()}
+    assert tuner.best_score == max(scores.values())
+    assert tuner.params2str(tuner.best_params) == max(scores, key=scores.get)
+    for result in tuner.params2result.values():
+        assert result["model"] == "AttRec" and set(result["test_result"]) == {"recall@5", "ndcg@5"}
+
+
+@pytest.mark.parametrize("algo", ["random", "bayes"])
+def test_hyper_tuning_random_and_bayes_run(tmp_path, algo):
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    tuner = _hyper_tuning(tmp_path, algo, max_evals=2)
+    assert len(tuner.score_list) == 2
+    assert set(tuner.params2result) <= {"learning_rate:0.001", "learning_rate:0.01"}
+
+
+def test_example_hyper_params_file_parses():
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    import yaml
+    from recbole.trainer.hyper_tuning import HyperTuning, _spacesize
+
+    space = HyperTuning._build_space_from_file(str(REPO / "benchmarks" / "hyper" / "AttRec.hyper"))
+    assert set(space) == {"learning_rate", "seq_window"} and _spacesize(space) == 4
+    fixed = yaml.safe_load((REPO / "benchmarks" / "hyper" / "AttRec-ml-100k.yaml").read_text())
+    assert fixed["model"] == "AttRec" and fixed["dataset"] == "ml-100k"
+
+
+# -- torch_scatter stand-in (KGIN, MCCLK) --------------------------------------------------
+
+
+def _scatter_case():
+    torch.manual_seed(0)
+    index = torch.tensor([2, 0, 2, 2, 0, 4])  # rows 1 and 3 receive nothing
+    return torch.randn(6, 3, dtype=torch.float64), index
+
+
+def test_scatter_mean_stand_in_is_the_mean_per_index():
+    src, index = _scatter_case()
+    out = compat.scatter_mean(src=src, index=index, dim_size=5, dim=0)
+    expected = torch.zeros(5, 3, dtype=torch.float64)
+    for n in (0, 2, 4):
+        expected[n] = src[index == n].mean(dim=0)
+    assert torch.allclose(out, expected)
+
+
+def test_scatter_softmax_stand_in_is_a_softmax_per_index():
+    src, index = _scatter_case()
+    src = src.requires_grad_()
+    out = compat.scatter_softmax(src, index=index, dim=0)
+    for n in (0, 2, 4):
+        assert torch.allclose(out[index == n], torch.softmax(src[index == n], dim=0))
+    out.sum().backward()  # differentiable; each group sums to 1, so the gradient is 0
+    assert torch.allclose(src.grad, torch.zeros_like(src), atol=1e-12)
+
+
+def test_torch_scatter_stand_in_is_importable_only_inside_the_fallback():
+    import importlib.util
+
+    if importlib.util.find_spec("torch_scatter") is not None:
+        pytest.skip("torch_scatter is installed: the real package is used")
+    with compat.torch_scatter_fallback():
+        from torch_scatter import scatter_mean, scatter_softmax
+
+        assert scatter_mean is compat.scatter_mean and scatter_softmax is compat.scatter_softmax
+    assert "torch_scatter" not in sys.modules
+    with pytest.raises(ImportError):
+        import torch_scatter  # noqa: F401
