@@ -75,10 +75,11 @@ class ATRank(SequentialRecommender):
     Equations -> methods (B batch, L history, H ``hidden_size``, K ``n_spaces``):
 
     - Raw feature spaces and behaviour embedding space: u_ij per group, s_ij = F_{M_g}(u_ij)
-      into one space; S [B, L, H] -> ``BehaviorEncoder`` (``embed``).
+      into one space; S [B, L, H] -> ``BehaviorEncoder`` (``layout``, ``forward``).
     - Self-attention layer: S_k = F_{P_k}(S), A_k = softmax(a(S_k, S)), C_k = A_k F_{Q_k}(S),
       C = FFN(concat_k C_k) -> ``AttentionBlock`` x ``n_layers`` (``encode_history``).
-    - Vanilla attention of the target h_t over C -> u_t [B, N, H] (``pool``).
+    - Vanilla attention of the target h_t (``BehaviorEncoder.target``) over C -> u_t
+      [B, N, H] (``pool``).
     - Ranking: logit = <u_t, h_t> + b_i (or an MLP) (``rank``), sigmoid in ``predict``,
       binary cross-entropy + L2 on u_t, h_t in ``calculate_loss``.
     - Attention weights of a scored pair -> ``attention_weights``.
