@@ -3,6 +3,8 @@
 Follows ``multihead_attention`` and ``feedforward`` of the reference code
 (github.com/jinze1994/ATRank, atrank/model.py); used both for the self-attention over the
 behaviours and, with the target as the one query, for the "vanilla attention".
+RecBole's ``MultiHeadAttention`` is not reused: it has no ReLU on Q/K/V and adds an output
+projection the reference does not have; its ``FeedForward`` matches and is reused.
 
 Shapes: queries [B, N, H], keys [B, L, H], key mask [B, L] (True = real); K spaces of
 d_k = H / K each.
