@@ -34,9 +34,9 @@ Deviations:
   behaviour values at masked positions read "unknown"), so the model cannot read the
   answer's genre or rating; the paper does not say. Position is always shown.
 - Side-embedding scale (``side_layer_norm``, on by default): in NOVA mode the id stream
-  meets the fusion LayerNorm'd (mean norm about sqrt(H) = 8 at H = 64), raw side
-  embeddings at about 0.02 sqrt(H) = 0.16, so Q/K saw the sides at ~2% and the gate stayed
-  uniform; a LayerNorm per looked-up side embedding brings them to the id stream's
+  meets the fusion LayerNorm'd (norm about sqrt(H) = 8 at H = 64), raw side embeddings
+  at their initial scale (truncated normal, std 0.02: norm about 0.14), so Q/K saw the
+  sides at ~2% and the gate stayed uniform; a LayerNorm per looked-up side embedding brings them to the id stream's
   scale. The paper does not describe the side embedding layer; this mirrors BERT's
   embedding LayerNorm. Invasive mode fuses raw item and side embeddings (both at
   initial scale) and LayerNorms the sum, as BERT's embedding layer.
