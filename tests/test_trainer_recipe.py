@@ -55,6 +55,18 @@ def test_trainer_steps_the_schedule_once_per_batch(tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_resumed_run_continues_the_schedule(tmp_path):
+    trainer, _, _ = trainer_for(
+        "SASRec", tmp_path, lr_scheduler="linear", warmup_steps=5, epochs=4, learning_rate=0.01
+    )
+    trainer.start_epoch = 2  # as after resume_checkpoint of epoch 1
+    trainer.attach_lr_scheduler(10)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 20 / 40))
+    trainer.start_epoch = 0
+    trainer.attach_lr_scheduler(10)  # attaching again replaces the schedule
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.0
+
+
 def test_builtin_sasrec_trains_with_linear_schedule_and_adamw(tmp_path):
     trainer, train, valid = trainer_for(
         "SASRec", tmp_path, lr_scheduler="linear", warmup_steps=3, learner="adamw",
