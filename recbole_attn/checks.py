@@ -9,7 +9,7 @@ module parses those comments, so the documentation is the validation:
 - ``[range]`` at the end of the comment: an interval ``[0, 1]``, ``[0, 1)``, ``(0, 1]``
   (an upper bound in words, ``[1, number of items]``, is checked on the data, not here);
   conditions ``[>=1]``, ``[>0]``, ``[>=1, divides hidden_size]``, ``[>=1, divisible by
-  n_heads]``, ``[>=2, even]``, ``[each >=1]`` (every element of a list); or choices
+  n_heads]``, ``[>=2, even]``, ``[each >=1]`` (every element of a list); or choices (each element of a list value)
   ``[dist, inner]``.
 
 The specs of a run are, later ones winning: ``properties/checks/recbole.yaml`` (RecBole's
@@ -75,7 +75,10 @@ class Range:
         (``divisible=False`` skips ``divisible by`` conditions)."""
         got = f", got {value!r}"
         if self.choices is not None:
-            return None if value in self.choices else f"{key} must be one of {', '.join(map(str, self.choices))}{got}"
+            values = list(value) if isinstance(value, (list, tuple)) else [value]  # a list: each element
+            bad = [v for v in values if v not in self.choices]
+            every = "every element of " if isinstance(value, (list, tuple)) else ""
+            return f"{every}{key} must be one of {', '.join(map(str, self.choices))}{got}" if bad else None
         if self.interval is not None:
             low, high, low_closed, high_closed = self.interval
             if not _is_number(value):

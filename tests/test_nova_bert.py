@@ -9,11 +9,8 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_attn.config import ConfigError
-from recbole_attn.model.sequential_recommender.nova_bert import (
-    NOVABERT,
-    append_at_end,
-    cloze_mask,
-)
+from recbole_attn.model.cloze import append_at_end, cloze_mask
+from recbole_attn.model.sequential_recommender.nova_bert import NOVABERT
 from conftest import FIXTURES, build, tiny_config
 
 LOAD_COL = {
@@ -60,10 +57,11 @@ def _scores_before_and_after_side_change(model, batch):
     with torch.no_grad():
         before = model.full_sort_predict(batch)
         gen = torch.Generator().manual_seed(0)
-        table = model.item_category
-        model.item_category = torch.randint(1, int(table.max()) + 1, table.shape, generator=gen)
-        model.item_category[0] = 0
-        model.item_category[model.mask_token] = 0
+        table = model.side.item_category
+        high = int(table.max()) + 1
+        model.side.item_category = torch.randint(1, high, table.shape, generator=gen)
+        model.side.item_category[0] = 0
+        model.side.item_category[model.mask_token] = 0
         changed = with_values(
             batch,
             rating_list=torch.rand(batch["rating_list"].shape, generator=gen) * 5,
@@ -97,6 +95,71 @@ def test_nova_side_information_does_change_the_attention():
         changed = with_values(batch, rating_list=batch["rating_list"].flip(0))
         after = model.full_sort_predict(changed)
     assert (before - after).abs().max() > 0  # small at initialisation, but there
+
+
+# ---------------------------------------------------------------- side information
+
+
+def _qk_input_norms(model, batch) -> tuple[float, list[float]]:
+    """Mean norm of the id stream and of each side input entering layer 0's fusion."""
+    seen = {}
+
+    def capture(module, args):
+        seen["h"], seen["sides"] = args[0], args[1]
+
+    handle = model.layers[0].fusion.register_forward_pre_hook(capture)
+    model.eval()
+    with torch.no_grad():
+        model.full_sort_predict(batch)
+    handle.remove()
+    seq_len = batch["item_id_list"].shape[1]
+    shown = torch.clamp(batch["item_length"] + 1, max=seq_len)  # history plus [mask]
+    real = torch.arange(seq_len).unsqueeze(0) < shown.unsqueeze(1)  # [B, L]
+    norm = lambda x: x.norm(dim=-1)[real].mean().item()  # noqa: E731
+    return norm(seen["h"]), [norm(s) for s in seen["sides"]]
+
+
+@pytest.mark.parametrize("fusion", ["add", "gating"])
+def test_nova_side_inputs_reach_queries_and_keys_at_the_id_streams_scale(fusion):
+    _, model, _, valid, _ = nova(attention_type="nova", fusion_type=fusion)
+    id_norm, side_norms = _qk_input_norms(model, eval_batch(valid))
+    assert len(side_norms) == 5  # position, category, rating, timestamp, behavior_type
+    for name, side in zip(["position", "category", "rating", "timestamp", "type"], side_norms):
+        assert 0.5 < side / id_norm < 2.0, (name, side, id_norm)
+
+
+def test_without_side_layer_norm_the_sides_are_a_few_percent_of_the_id_stream():
+    _, model, _, valid, _ = nova(attention_type="nova", side_layer_norm=False)
+    id_norm, side_norms = _qk_input_norms(model, eval_batch(valid))
+    assert max(side_norms) / id_norm < 0.1  # the scale defect side_layer_norm removes
+
+
+def test_item_side_fields_default_is_every_loaded_item_feature():
+    _, model, _, _, _ = build("NOVABERT", load_col=LOAD_COL)
+    assert model.side_fields_used == {"item": ["category"], "behavior": ["position"]}
+    _, bare, _, _, _ = build("NOVABERT")  # no .item columns loaded: no item side fields
+    assert bare.side_fields_used == {"item": [], "behavior": ["position"]}
+    _, none, _, _, _ = build("NOVABERT", load_col=LOAD_COL, item_side_fields=[])
+    assert none.side_fields_used["item"] == []
+
+
+def test_behavior_example_preset_trains_with_rating_and_time_buckets():
+    import yaml
+
+    from conftest import REPO
+
+    preset = yaml.safe_load((REPO / "benchmarks/presets/nova-behavior-ml-100k.yaml").read_text())
+    _, model, train, valid, _ = build("NOVABERT", **preset)
+    assert model.side_fields_used["behavior"] == ["position", "rating", "timestamp"]
+    ratings = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])  # each rating its own bucket
+    assert torch.bucketize(ratings, model.side.bounds_rating, right=True).unique().numel() == 5
+    assert 1 <= len(model.side.bounds_timestamp) <= 9
+    model.train()
+    loss = model.calculate_loss(next(iter(train)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for field in ("rating", "timestamp"):
+        assert model.side.behavior_side[field].weight.grad.abs().sum() > 0, field
 
 
 # ---------------------------------------------------------------- masking
@@ -189,7 +252,7 @@ def test_inference_does_not_read_the_targets_own_values(trained_like):
     )
     with torch.no_grad():
         assert torch.equal(model.full_sort_predict(batch), model.full_sort_predict(other))
-    assert model.item_category[model.mask_token] == 0  # the mask token has no item features
+    assert model.side.item_category[model.mask_token] == 0  # the mask token has no item features
 
 
 def test_full_sort_predict_equals_predict_item_by_item(trained_like):
@@ -245,6 +308,8 @@ def test_loss_falls_on_the_tiny_fixture(name, tmp_path):
         epochs=20,
         stopping_step=100,
         learning_rate=0.01,
+        lr_scheduler="constant",  # the YAML's schedule (100 warm-up steps, decay to 0) is
+        warmup_steps=0,  # for longer runs than these 20 short epochs
         checkpoint_dir=str(tmp_path),
         **extra,
     )
@@ -265,9 +330,9 @@ def test_every_fusion_type_runs_forward_and_backward(fusion, attention):
     loss.backward()
     assert torch.isfinite(loss)
     for name in ("category",):
-        assert model.item_side[name].weight.grad.abs().sum() > 0, name
+        assert model.side.item_side[name].weight.grad.abs().sum() > 0, name
     for name in ("rating", "timestamp", "behavior_type"):
-        assert model.behavior_side[name].weight.grad.abs().sum() > 0, name
+        assert model.side.behavior_side[name].weight.grad.abs().sum() > 0, name
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model.full_sort_predict(eval_batch(valid))).all()
