@@ -214,7 +214,7 @@ def test_parameter_count_matches_the_reference_layout():
         "attention": (4 * d * 8 + 8) + (8 + 1),  # MLP [8] (sigmoid) + score
         "interest": 2 * d + (d * d + d),  # hist_bn + hist_fcn
         "mlp_norm": 2 * 3 * d,  # b1 on [u, e_a, u * e_a]
-        "mlp": (3 * d * 16 + 16) + (16 * 8 + 8),
+        "mlp": (3 * d * 16 + 16 + 16) + (16 * 8 + 8 + 8),  # Linear + Dice alpha per layer
         "head": 8 + 1,
         "item_bias": n_items,
     }

@@ -25,9 +25,11 @@ option (AttnDIN.yaml):
   a batch normalisation (``mlp_input_norm``) and feeds no user profile (its user
   embedding is defined but unused; ``user_fields: []``); the paper's Fig. 2 concatenates
   user profile, pooled interest and candidate.
-- Prediction MLP: the code's 80-40 with sigmoid (``model_dice.py``: Dice), then one
-  logit plus a per-item bias b_a (zero init; ``item_bias: True``); the paper: 200-80-2
-  with Dice.
+- Prediction MLP: the code's 80-40 with Dice (``model_dice.py``, the activation the
+  paper proposes; ``model.py`` uses sigmoid: ``activation: sigmoid``), then one logit
+  plus a per-item bias b_a (zero init; ``item_bias: True``); the paper: 200-80-2 with
+  Dice (``mlp_hidden_size: [200, 80]``). ml-100k, cpu-ctr-ml-100k.yaml, seed 1: test
+  AUC 0.8613 with Dice, 0.8555 with sigmoid.
 
 Deviations from both:
 
