@@ -30,6 +30,14 @@ option (AttnDIN.yaml):
   plus a per-item bias b_a (zero init; ``item_bias: True``); the paper: 200-80-2 with
   Dice (``mlp_hidden_size: [200, 80]``). ml-100k, cpu-ctr-ml-100k.yaml, seed 1: test
   AUC 0.8613 with Dice, 0.8555 with sigmoid.
+- Regularisation: the code has none (``reg_type: none``); the paper's mini-batch aware
+  regularisation is ``reg_type: mba``: n_j is the number of training examples whose
+  target item is j (for a feature value: of items/users carrying it), at least 1; the
+  paper counts occurrences of the feature id in all samples. The term is
+  ``reg_weight * sum_j ||w_j||^2 / n_j`` over the distinct rows j read in the batch
+  (the paper's update, eq. 8, is its gradient up to a factor 2). Plain ``l2`` is the
+  same sum over every row of every embedding table; MLP weights can be decayed with
+  RecBole's ``weight_decay``. The item bias is never regularised.
 
 Deviations from both:
 
@@ -37,19 +45,14 @@ Deviations from both:
   statistics in training, running statistics at inference). The reference code calls
   ``tf.layers.batch_normalization`` without ``training=True``, so its graph keeps the
   initial moving statistics and computes a learned per-channel affine: ``affine``
-  reproduces that. BatchNorm is what the layer is meant to be, and measured better
-  (ml-100k, cpu-ctr-ml-100k.yaml, seed 1: see the records).
+  reproduces that (not benchmarked). BatchNorm is what the layer is meant to be (its
+  moving statistics exist to be updated).
+- Dice: the paper's (eq. 9: batch statistics in training, running ones at inference).
+  The code's ``Dice.py`` also calls ``tf.layers.batch_normalization`` at
+  ``training=False``, so its gate is sigmoid(beta * x) with a learned beta (init 0).
 - Training negatives: RecBole's labelled protocol with sampled negatives (one uniform
   negative per positive in training, 100 per positive in evaluation); the paper's
   datasets come with impressions and clicks, the code's with one negative per positive.
-- Mini-batch aware regularisation (paper; the code has none, ``reg_type: none``
-  reproduces it): n_j is the number of training examples whose target item is j (for a
-  feature value: of items/users carrying it), at least 1; the paper counts occurrences
-  of the feature id in all samples. The term is ``reg_weight * sum_j ||w_j||^2 / n_j``
-  over the distinct rows j read in the batch (the paper's update, eq. 8, is its
-  gradient up to a factor 2). Plain ``l2`` is the same sum over every row of every
-  embedding table; MLP weights can be decayed with RecBole's ``weight_decay``. The item
-  bias is not regularised (the code regularises nothing).
 - Optimiser: RecBole's Adam (learning_rate); the code uses SGD (lr 1.0, gradient
   clipping 5) with batch 32, the paper SGD with decay.
 - Embedding widths: ``embedding_size`` per part (paper: 12); the code uses 64 per part.
