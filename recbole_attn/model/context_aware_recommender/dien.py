@@ -58,7 +58,10 @@ Deviations from the paper and the code:
   evolving cells are our own, batch-vectorised and looped over time, a padded step
   keeps the state. All weights are initialised by ``_init_weights`` (xavier-normal
   matrices, per gate for ``nn.GRU``, and embeddings; zero biases), as RecBole's DIEN
-  initialises its embeddings and linear layers; the GRU weights included.
+  initialises its embeddings and linear layers; the GRU weights included. The code's
+  embedding and dense weights use TensorFlow's default ``glorot_uniform``, the same
+  variance 2 / (rows + width) as Xavier normal; its ``GRUCell`` starts the reset and
+  update gate biases at 1 (here 0; not measured).
 - ``use_user_id`` adds a user id embedding to the final MLP input (the paper's code
   does); user profile features (``user_fields``) are added as in DIN.
 """
