@@ -13,6 +13,8 @@
 - ``FeatureTableEmbedding`` / ``ItemFeatureEmbedding`` / ``UserFeatureEmbedding``: an id
   -> [id embedding (+) one embedding per feature field], the feature table read once
   from the dataset and kept as buffers, so history and target items share one embedding.
+- ``mlp_input_norm``: the normalisation DIN's and DIEN's reference code put on the
+  prediction MLP's input (BatchNorm, or the per-channel affine their graphs compute).
 - ``time_bucket``: log2 bucketing of a time gap (BST's and ATRank's time feature).
 
 Mask convention: bool, True = real item.
@@ -111,6 +113,54 @@ def activation_layer(name: str, num_features: int) -> nn.Module:
     raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
+MLP_INPUT_NORMS = ("batch", "affine", "none")
+
+
+class RowBatchNorm(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over the rows of [N, C] (batch statistics in training, running
+    statistics at inference); a training batch of one row uses the running statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class ChannelAffine(nn.Module):
+    """x * gamma + beta per channel of the last dimension (gamma 1, beta 0 at init)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+
+def mlp_input_norm(kind: str, num_features: int) -> nn.Module:
+    """Normalisation of a prediction MLP's input [N, C]: one of ``MLP_INPUT_NORMS``.
+
+    DIN's (zhougr1993/DeepInterestNetwork, din/model.py) and DIEN's (mouna99/dien,
+    script/model.py ``build_fcn_net``) reference code apply ``tf.layers.batch_normalization``
+    to the MLP input. 'batch': BatchNorm as that layer is meant (batch statistics in
+    training, running statistics at inference). 'affine': what their graphs compute, since
+    the call leaves ``training=False``: the initial moving statistics (0, 1) are never
+    updated, so the layer is a learned per-channel scale and shift. 'none': identity.
+
+    Raises:
+        ConfigError: an unknown kind; the message lists the choices.
+    """
+    key = str(kind).lower()
+    if key == "batch":
+        return RowBatchNorm(num_features)
+    if key == "affine":
+        return ChannelAffine(num_features)
+    if key == "none":
+        return nn.Identity()
+    raise ConfigError(f"unknown mlp_input_norm {kind!r}; choose one of {', '.join(MLP_INPUT_NORMS)}")
+
+
 class MLP(nn.Module):
     """Linear -> activation -> Dropout for each hidden size.
 
@@ -152,11 +202,20 @@ class TargetAttention(nn.Module):
         hidden: hidden sizes of the attention MLP (DIN's code: 80, 40).
         activation: activation of the attention MLP.
         softmax: normalise the weights over the real positions.
+        scale: factor on the scores before the softmax (DIN's code: 1 / sqrt(D)).
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), activation: str = "dice", softmax: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (80, 40),
+        activation: str = "dice",
+        softmax: bool = False,
+        scale: float = 1.0,
+    ):
         super().__init__()
         self.softmax = softmax
+        self.scale = scale
         self.mlp = MLP(4 * dim, list(hidden), activation)
         self.out = nn.Linear(self.mlp.out_dim, 1)
 
@@ -165,7 +224,7 @@ class TargetAttention(nn.Module):
         target = target.unsqueeze(1).expand_as(hist)
         real_hist, real_target = hist[mask], target[mask]  # [R, D]
         feats = torch.cat([real_hist, real_target, real_hist - real_target, real_hist * real_target], -1)
-        real_scores = self.out(self.mlp(feats)).squeeze(-1)  # [R]
+        real_scores = self.out(self.mlp(feats)).squeeze(-1) * self.scale  # [R]
         scores = hist.new_zeros(mask.shape).masked_scatter(mask, real_scores)
         if self.softmax:
             scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)

@@ -263,3 +263,62 @@ def test_full_ranking_evaluation_runs(tmp_path):
     trainer = get_trainer(config["MODEL_TYPE"], "AttnDIEN", AttnDIEN)(config, model)
     result = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
     assert 0.0 <= result["ndcg@5"] <= 1.0 and 0.0 <= result["recall@5"] <= 1.0
+
+
+def _trained(**overrides):
+    """A model after one epoch of Adam steps (running statistics off their init) and a batch."""
+    _, model, train_data, _, _ = make(**overrides)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for batch in train_data:
+        opt.zero_grad()
+        model.calculate_loss(batch).backward()
+        opt.step()
+    return model.eval(), batch
+
+
+def test_final_mlp_input_is_batchnormed_with_running_statistics_in_eval():
+    model, batch = _trained()
+    norm = model.mlp_norm
+    d, u = model.hidden_size, model.user_embedding.out_dim
+    assert isinstance(norm, torch.nn.BatchNorm1d) and norm.num_features == u + 4 * d  # build_fcn_net's bn1
+    assert not torch.allclose(norm.running_mean, torch.zeros_like(norm.running_mean))
+    seen = []
+    handle = norm.register_forward_hook(lambda mod, inp, out: seen.append((inp[0], out)))
+    with torch.no_grad():
+        probs = model.predict(batch)
+    handle.remove()
+    x, out = seen[0]
+    expected = (x - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps) * norm.weight + norm.bias
+    assert torch.allclose(out, expected, atol=1e-5)
+    with torch.no_grad():  # a row's score does not depend on the other rows of its batch
+        alone = torch.cat([model.predict(batch[i : i + 1]) for i in range(5)])
+    assert torch.allclose(alone, probs[:5], atol=1e-6)
+
+
+def test_mlp_input_norm_choices():
+    from recbole_attn.layers import ChannelAffine
+
+    _, model, _, _, _ = make(mlp_input_norm="affine")
+    assert isinstance(model.mlp_norm, ChannelAffine)
+    _, model, _, _, _ = make(mlp_input_norm="none")
+    assert isinstance(model.mlp_norm, torch.nn.Identity)
+    with pytest.raises(ConfigError, match="batch, affine, none"):
+        make(mlp_input_norm="layer")
+
+
+def test_attention_query_is_the_prelu_projection_of_the_target(dien):
+    _, model, batch, _ = dien
+    model.eval()
+    seen = []
+    handle = model.attention.register_forward_hook(lambda mod, inp, out: seen.append(inp[1]))
+    with torch.no_grad():
+        model.predict(batch)
+        target = model.item_embedding(batch["item_id"])
+    handle.remove()
+    linear, prelu = model.query
+    assert torch.allclose(prelu.weight, torch.full_like(prelu.weight, 0.1))  # the code's prelu init
+    z = linear(target)
+    assert torch.allclose(seen[0], torch.where(z >= 0, z, 0.1 * z), atol=1e-6)
+    assert not torch.allclose(seen[0], target)
+    _, paper, _, _, _ = make(attention_query_proj=False)
+    assert isinstance(paper.query, torch.nn.Identity)

@@ -166,3 +166,103 @@ def test_every_config_key_the_model_reads_is_in_its_yaml():
     keys = set(re.findall(r'config\["(\w+)"\]', code)) - {"LABEL_FIELD"}
     defaults = yaml.safe_load((SRC / "properties" / "model" / "AttnDIN.yaml").read_text())
     assert keys and keys <= set(defaults), keys - set(defaults)
+
+
+def _mlp_raw_input(model, batch) -> torch.Tensor:
+    """The prediction MLP's input before its normalisation [B, width]."""
+    seen = []
+    handle = model.mlp_norm.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    try:
+        model(batch)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_mlp_input_is_u_target_and_their_product_in_the_reference_layout(trained):
+    _, model, batch, _ = trained
+    d = model.item_embedding.out_dim
+    with torch.no_grad():
+        x = _mlp_raw_input(model, batch)
+        pooled, _, target = model._attend(batch)
+    assert model.user_embedding is None and x.shape == (len(batch), 3 * d)  # code: [u, e_a, u * e_a]
+    u = model.interest(pooled)
+    assert torch.allclose(x[:, :d], u) and torch.equal(x[:, d : 2 * d], target)
+    assert torch.allclose(x[:, 2 * d :], u * target)
+    # zeroing the pooled-interest projection zeroes the product slots, not the target slots
+    proj = model.interest[1]
+    saved = [p.detach().clone() for p in proj.parameters()]
+    with torch.no_grad():
+        for p in proj.parameters():
+            p.zero_()
+        x0 = _mlp_raw_input(model, batch)
+        for p, v in zip(proj.parameters(), saved):
+            p.copy_(v)
+    assert (x0[:, 2 * d :] == 0).all() and torch.equal(x0[:, d : 2 * d], target)
+    assert (x[:, 2 * d :] != 0).any()
+    _, paper, _, _, _ = din(mlp_product=False, pooled_projection=False)
+    with torch.no_grad():
+        assert _mlp_raw_input(paper.eval(), batch).shape == (len(batch), 2 * d)
+
+
+def test_parameter_count_matches_the_reference_layout():
+    _, model, _, _, _ = din()
+    e, d = 8, 16  # embedding_size; D = item id + category
+    n_items, n_cats = model.n_items, model.item_embedding.embeddings["category"].num_embeddings
+    expected = {
+        "item_embedding": (n_items + n_cats) * e,
+        "attention": (4 * d * 8 + 8) + (8 + 1),  # MLP [8] (sigmoid) + score
+        "interest": 2 * d + (d * d + d),  # hist_bn + hist_fcn
+        "mlp_norm": 2 * 3 * d,  # b1 on [u, e_a, u * e_a]
+        "mlp": (3 * d * 16 + 16 + 16) + (16 * 8 + 8 + 8),  # Linear + Dice alpha per layer
+        "head": 8 + 1,
+        "item_bias": n_items,
+    }
+    got = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    assert {k: got.get(k, 0) for k in expected} == expected
+    assert sum(p.numel() for p in model.parameters()) == sum(expected.values())
+
+
+def test_batchnorm_uses_running_statistics_in_eval(trained):
+    _, model, batch, _ = trained
+    norm = model.mlp_norm
+    assert isinstance(norm, torch.nn.BatchNorm1d) and norm.num_batches_tracked > 0
+    assert not torch.allclose(norm.running_mean, torch.zeros_like(norm.running_mean))
+    with torch.no_grad():
+        x = _mlp_raw_input(model, batch)
+        expected = (x - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps) * norm.weight + norm.bias
+        assert torch.allclose(model.mlp_input(batch), expected, atol=1e-5)
+        # a row's score does not depend on the other rows of its batch
+        alone = torch.cat([model.predict(batch[i : i + 1]) for i in range(6)])
+        assert torch.allclose(alone, model.predict(batch)[:6], atol=1e-6)
+        model.train()
+        try:
+            trained_mode = model.mlp_input(batch)
+        finally:
+            model.eval()
+    assert torch.allclose(trained_mode.mean(0), norm.bias, atol=1e-4)  # batch statistics in training
+
+
+def test_item_bias_adds_to_the_logit_and_starts_at_zero(trained):
+    _, fresh, _, _, _ = din()
+    assert (fresh.item_bias.weight == 0).all()
+    _, model, batch, _ = trained
+    with torch.no_grad():
+        before = model(batch)
+        item = int(batch["item_id"][0])
+        model.item_bias.weight[item] += 1.5
+        after = model(batch)
+        model.item_bias.weight[item] -= 1.5
+    hit = batch["item_id"] == item
+    assert torch.allclose(after[hit], before[hit] + 1.5, atol=1e-5) and torch.equal(after[~hit], before[~hit])
+
+
+def test_mlp_input_norm_choices():
+    from recbole_attn.layers import ChannelAffine
+
+    _, model, _, _, _ = din(mlp_input_norm="affine")
+    assert isinstance(model.mlp_norm, ChannelAffine) and isinstance(model.interest[0], ChannelAffine)
+    _, model, _, _, _ = din(mlp_input_norm="none", pooled_projection=False)
+    assert isinstance(model.mlp_norm, torch.nn.Identity) and isinstance(model.interest, torch.nn.Identity)
+    with pytest.raises(ConfigError, match="batch, affine, none"):
+        din(mlp_input_norm="layer")

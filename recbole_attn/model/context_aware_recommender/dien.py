@@ -3,9 +3,12 @@
 Paper: Guorui Zhou, Na Mou, Ying Fan, Qi Pi, Weijie Bian, Chang Zhou, Xiaoqiang Zhu,
 Kun Gai. "Deep Interest Evolution Network for Click-Through Rate Prediction",
 AAAI 2019, arXiv 1809.03672.
+Reference code: github.com/mouna99/dien, ``script/model.py``
+(``Model_DIN_V2_Gru_Vec_attGru_Neg``, ``build_fcn_net``) and ``script/utils.py``
+(``din_fcn_attention``, ``VecAttGRUCell``), commit 1f314d16aa17. The defaults follow
+it; where the paper's text differs, the paper is an option (AttnDIEN.yaml).
 
-Deviations from the paper (and from its public code, github.com/mouna99/dien, where
-the paper leaves a detail open):
+Deviations from the paper and the code:
 
 - Data: RecBole's sequential pipeline gives one sample per prefix of a user's history
   (``item_id_list`` [B, L], right-padded, plus the target ``item_id``); negatives of the
@@ -29,22 +32,36 @@ the paper leaves a detail open):
 - Auxiliary net: BatchNorm -> MLP ``aux_mlp`` (paper code: 100-50, sigmoid) -> one
   logit, as the paper's code (which ends in a 2-way softmax, the same model as one
   sigmoid logit). BatchNorm sees only the real positions.
-- Attention in the interest-evolving layer: DIN's activation unit over
-  [h_t, e_a, h_t - e_a, h_t * e_a] -> MLP -> softmax over the real positions (as the
-  paper's code, ``din_fcn_attention`` with softmax); eq. (8) of the paper writes a
-  bilinear form h_t W e_a, the code uses the MLP unit.
+- Attention in the interest-evolving layer: the code's ``din_fcn_attention``: the
+  query q = PReLU(W e_a + b) (slopes init 0.1; ``attention_query_proj: True``), then
+  DIN's activation unit over [h_t, q, h_t - q, h_t * q] -> MLP -> softmax over the real
+  positions; eq. (8) of the paper writes a bilinear form h_t W e_a.
 - The GRU hidden size equals the behaviour-embedding size D (the paper's code: 36 =
   item + category embedding), so the attention can compare h_t with the target.
 - Final MLP input: [user features, e_a, sum_t e_t, e_a * sum_t e_t, h'_T] as in the
-  paper's code; MLP 200-80 with Dice, then one logit (the paper's code: a 2-way softmax).
-  Sigmoid only in ``predict``.
+  paper's code, normalised as its ``build_fcn_net`` (``mlp_input_norm``); MLP 200-80
+  with Dice, then one logit (the paper's code: a 2-way softmax). Sigmoid only in
+  ``predict``. sum_t e_t runs over the real items (the code sums the padded positions'
+  embeddings too).
+- ``mlp_input_norm: batch`` trains the input normalisation as BatchNorm (batch
+  statistics in training, running statistics at inference); the code calls
+  ``tf.layers.batch_normalization`` without ``training=True``, so its graph computes a
+  learned per-channel affine (``affine`` reproduces it; the same holds for the auxiliary
+  net's BatchNorm, which is trained here as BatchNorm). ``none``: the paper (no
+  normalisation mentioned).
+- Dice uses batch statistics in training and running statistics at inference; the
+  code's ``dice`` normalises with the statistics of the current batch at inference too
+  (a score would depend on the other rows of its batch).
 - ``gru_type: GRU`` is the paper's "two-layer GRU + attention" baseline: a second GRU
   over the interests, then attention pooling sum_t a_t h'_t of its states.
 - The interest extractor is ``nn.GRU`` over packed sequences (padding never read); the
   evolving cells are our own, batch-vectorised and looped over time, a padded step
   keeps the state. All weights are initialised by ``_init_weights`` (xavier-normal
   matrices, per gate for ``nn.GRU``, and embeddings; zero biases), as RecBole's DIEN
-  initialises its embeddings and linear layers; the GRU weights included.
+  initialises its embeddings and linear layers; the GRU weights included. The code's
+  embedding and dense weights use TensorFlow's default ``glorot_uniform``, the same
+  variance 2 / (rows + width) as Xavier normal; its ``GRUCell`` starts the reset and
+  update gate biases at 1 (here 0; not measured).
 - ``use_user_id`` adds a user id embedding to the final MLP input (the paper's code
   does); user profile features (``user_fields``) are added as in DIN.
 """
@@ -61,7 +78,15 @@ from recbole.utils import InputType
 
 from recbole_attn import evaluator as _evaluator  # noqa: F401  (registers the value metric GAUC)
 from recbole_attn.errors import ConfigError
-from recbole_attn.layers import MLP, ItemFeatureEmbedding, TargetAttention, user_feature_embedding, xavier_init
+from recbole_attn.layers import (
+    MLP,
+    ChannelPReLU,
+    ItemFeatureEmbedding,
+    TargetAttention,
+    mlp_input_norm,
+    user_feature_embedding,
+    xavier_init,
+)
 
 GRU_TYPES = ("GRU", "AIGRU", "AGRU", "AUGRU")
 CELL_KINDS = ("GRU", "AGRU", "AUGRU")
@@ -140,11 +165,12 @@ class AttnDIEN(SequentialRecommender):
     - Auxiliary loss (eq. 6-7): -mean_t [log sigmoid(f(h_t, e_{t+1})) +
       log(1 - sigmoid(f(h_t, \hat e_{t+1})))], f the auxiliary MLP, \hat e a negative drawn
       every batch -> ``sample_aux_negatives``, ``auxiliary_loss``.
-    - Attention a_t = softmax_t(unit(h_t, e_a)) (eq. 8, the code's MLP unit) ->
-      ``evolve``.
+    - Attention a_t = softmax_t(unit(h_t, q)), q = PReLU(W e_a) (eq. 8, the code's MLP
+      unit) -> ``evolve``.
     - Interest evolving (eq. 9-11): GRU + attention pooling, AIGRU (i'_t = a_t h_t), AGRU,
       AUGRU (``gru_type``) -> ``evolve`` with :class:`AttentionalGRU`.
-    - Final MLP over [user, e_a, sum e, e_a * sum e, h'_T] -> one logit -> ``forward``.
+    - Final MLP over BN([user, e_a, sum e, e_a * sum e, h'_T]) -> one logit -> ``mlp_input``,
+      ``forward``.
     - Loss (eq. 12): L = L_target (BCE) + alpha * L_aux -> ``calculate_loss``.
     """
 
@@ -166,6 +192,8 @@ class AttnDIEN(SequentialRecommender):
         self.mlp_hidden_size: list[int] = list(config["mlp_hidden_size"])
         self.activation: str = config["activation"]
         self.dropout_prob: float = config["dropout_prob"]
+        self.attention_query_proj: bool = config["attention_query_proj"]
+        self.mlp_input_norm: str = str(config["mlp_input_norm"]).lower()
         self.full_sort_chunk: int = config["full_sort_chunk"]
         self.aux_neg_max_tries: int = config["aux_neg_max_tries"]
         if self.gru_type not in GRU_TYPES:
@@ -196,11 +224,15 @@ class AttnDIEN(SequentialRecommender):
         self.attention = TargetAttention(
             d, self.attention_mlp, activation=self.attention_activation, softmax=True
         )
+        self.query = (
+            nn.Sequential(nn.Linear(d, d), ChannelPReLU(d, init=0.1)) if self.attention_query_proj else nn.Identity()
+        )
         kind = self.gru_type if self.gru_type in ("AGRU", "AUGRU") else "GRU"
         self.evolver = AttentionalGRU(d, d, kind)
         # prediction
-        in_dim = user_dim + 4 * d
-        self.mlp = MLP(in_dim, self.mlp_hidden_size, activation=self.activation, dropout=self.dropout_prob)
+        self.mlp_in_dim = user_dim + 4 * d
+        self.mlp_norm = mlp_input_norm(self.mlp_input_norm, self.mlp_in_dim)
+        self.mlp = MLP(self.mlp_in_dim, self.mlp_hidden_size, activation=self.activation, dropout=self.dropout_prob)
         self.out = nn.Linear(self.mlp.out_dim, 1)
         self.loss_fct = nn.BCEWithLogitsLoss()
         self.apply(self._init_weights)
@@ -238,26 +270,32 @@ class AttnDIEN(SequentialRecommender):
         Returns:
             final interest h'_T [B, D] and attention weights a [B, L] (0 at padding, sum 1).
         """
+        query = self.query(target)
         if self.gru_type == "GRU":
             states, _ = self.evolver(h, mask)
-            weights = self.attention(states, target, mask)[1]
+            weights = self.attention(states, query, mask)[1]
             final = (weights.unsqueeze(-1) * states * mask.unsqueeze(-1)).sum(1)
             return final, weights
-        weights = self.attention(h, target, mask)[1]
+        weights = self.attention(h, query, mask)[1]
         if self.gru_type == "AIGRU":
             _, final = self.evolver(h * weights.unsqueeze(-1), mask)
         else:
             _, final = self.evolver(h, mask, weights)
         return final, weights
 
-    def _logits(self, hist: dict, user_repr: torch.Tensor, target_ids: torch.Tensor):
-        """Logits [B'] for rows of the history summary ``hist`` and targets [B'].
-
-        ``hist`` holds e_sum [B', D], h [B', L, D], mask [B', L]; ``user_repr`` [B', U]."""
+    def mlp_input(self, hist: dict, user_repr: torch.Tensor, target_ids: torch.Tensor):
+        """Normalised final-MLP input [B', U + 4D] = norm([user, e_a, sum e, e_a * sum e,
+        h'_T]) and the attention weights [B', L] for rows of the history summary ``hist``
+        (e_sum [B', D], h [B', L, D], mask [B', L]), ``user_repr`` [B', U], targets [B']."""
         target = self.item_embedding(target_ids)
         final, weights = self.evolve(hist["h"], hist["mask"], target)
         e_sum = hist["e_sum"]
         x = torch.cat([user_repr, target, e_sum, target * e_sum, final], dim=-1)
+        return self.mlp_norm(x), weights
+
+    def _logits(self, hist: dict, user_repr: torch.Tensor, target_ids: torch.Tensor):
+        """Logits [B'] and attention weights [B', L]; see ``mlp_input``."""
+        x, weights = self.mlp_input(hist, user_repr, target_ids)
         return self.out(self.mlp(x)).squeeze(-1), weights
 
     def _users(self, interaction) -> torch.Tensor:
