@@ -272,7 +272,10 @@ def fields_used(model, dataset) -> list[str]:
     label = type(model).__name__
     declared = getattr(model, "side_fields_used", None)
     if isinstance(declared, dict):
-        text = "; ".join(f"{key.replace('_', ' ')}: {', '.join(map(str, v)) or 'none'}" for key, v in declared.items())
+        text = "; ".join(
+            f"{key.replace('_', ' ')}{'' if 'field' in key else ' side fields'}: {', '.join(map(str, v)) or 'none'}"
+            for key, v in declared.items()
+        )
         return [f"{label} {text}", *lines]
 
     used: dict[str, list[str]] = {}
