@@ -156,3 +156,39 @@ def test_torch_threads_from_the_config_the_environment_or_the_usable_cores(monke
     assert torch_threads(cfg)[1] == "OMP_NUM_THREADS"
     cfg["torch_threads"] = 3
     assert torch_threads(cfg) == (3, "torch_threads")
+
+
+# ---------------------------------------------------------------- presets
+
+
+def test_a_preset_section_of_an_unknown_model_is_refused(tmp_path):
+    from recbole_attn.config import preset_for_model
+
+    preset = {"load_col": None, "ATRank": {"behavior_field": "rating"}, "eval_args": {"order": "TO"}}
+    assert preset_for_model(preset, "AttRec", tmp_path) == {"load_col": None, "eval_args": {"order": "TO"}}
+    assert preset_for_model(preset, "ATRank", tmp_path)["behavior_field"] == "rating"
+    with pytest.raises(ConfigError, match="section 'ATRanc' names no plugin or built-in model"):
+        preset_for_model({"ATRanc": {"behavior_field": "rating"}}, "AttRec", tmp_path)
+
+
+ML_SEQ = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "release_year", "class"], "user": []}
+ML_CTR = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "class"], "user": ["user_id", "age", "gender", "occupation"]}
+
+
+@pytest.mark.parametrize(
+    "preset, models, expected",
+    [
+        ("cpu-ml-100k", ["AttRec", "SASRecF", "NOVABERT", "BERT4Rec"], ML_SEQ),
+        ("cpu-ctr-ml-100k", ["AttnDIN", "BST", "ATRank", "DIN"], ML_CTR),
+        ("cpu-prm-ml-100k", ["PRM", "SASRec"], ML_SEQ),
+    ],
+)
+def test_benchmark_presets_load_the_fields_they_loaded_before(preset, models, expected):
+    """The loaded columns of the recorded benchmarks, as before load_col: ~ became the default."""
+    from recbole_attn.fields import atomic_fields, loaded_fields
+    from conftest import REPO
+
+    for model in models:
+        cfg = Config(model=model, dataset="ml-100k", config_file_list=[str(REPO / "benchmarks" / "presets" / f"{preset}.yaml")])
+        loaded = {source: list(fields) for source, fields in loaded_fields(cfg, atomic_fields(cfg)).items()}
+        assert loaded == expected, model
