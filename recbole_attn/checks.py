@@ -368,12 +368,15 @@ def load_config_files(files, loader, sources: dict[str, str]) -> dict:
     merged: dict = {}
     if isinstance(files, (str, os.PathLike)):
         files = [files]
+    missing = [os.fspath(f) for f in files or [] if not os.path.isfile(os.fspath(f))]
+    if missing:
+        raise ConfigError(
+            f"config file(s) not found: {', '.join(missing)} (--config_files / config_file_list, "
+            f"looked from {os.getcwd()}); --config_files takes space-separated paths of existing "
+            'YAML files, e.g. --config_files="a.yaml b.yaml"'
+        )
     for file in files or []:
         path = os.fspath(file)
-        if not os.path.isfile(path):
-            raise ConfigError(
-                f"config file '{path}' not found (--config_files / config_file_list, looked from {os.getcwd()})"
-            )
         try:
             with open(path, encoding="utf-8") as f:
                 loaded = yaml.load(f.read(), Loader=loader)

@@ -29,15 +29,28 @@ from recbole_attn.checks import check_processes
 from recbole_attn.errors import ConfigError
 
 
+def _subcommand_list() -> str:
+    return "\n".join(f"  {name:<10} {(entry[2:] or ('',))[0]}" for name, entry in SUBCOMMANDS.items())
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="recbole-attn [run]",
-        description="Train and test a recbole-attn or RecBole model through RecBole's pipeline.",
-        epilog="Any other --key=value or key=value overrides that config key.",
+        usage="recbole-attn [run] [--model M] [--dataset D] [--config_files \"A.yaml B.yaml\"] [key=value ...]\n"
+        "       recbole-attn {convert,benchmark,report} --help",
+        description="Train and test a recbole-attn or RecBole model through RecBole's pipeline.\n\n"
+        "subcommands:\n" + _subcommand_list(),
+        epilog="Any other --key=value or key=value overrides that config key (e.g. epochs=5). "
+        "'recbole-attn SUBCOMMAND --help' describes each subcommand.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", "-m", default="AttRec", help="plugin or built-in model name")
     p.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
-    p.add_argument("--config_files", default=None, help="space-separated YAML files")
+    p.add_argument(
+        "--config_files",
+        default=None,
+        help='YAML config files, space-separated in one argument (--config_files="a.yaml b.yaml"); later ones win',
+    )
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine")
     p.add_argument("--world_size", type=int, default=-1, help="processes on all machines")
     p.add_argument("--ip", default="localhost", help="address of the rank-0 machine")
@@ -94,6 +107,11 @@ def parse_overrides(extra: list[str]) -> list[str]:
     for arg in extra:
         body = arg[2:] if arg.startswith("--") else arg
         key, sep, _ = body.partition("=")
+        if not sep and arg.endswith((".yaml", ".yml")):
+            raise ConfigError(
+                f"cannot read argument '{arg}': pass several config files as one quoted, "
+                'space-separated argument: --config_files="a.yaml b.yaml"'
+            )
         if not sep or not key or body.count("=") != 1:
             raise ConfigError(
                 f"cannot read argument '{arg}': write config overrides as key=value "
@@ -145,12 +163,12 @@ def run_main(argv: list[str]) -> int:
     return 0
 
 
-# Subcommand -> (module, function); imported only when used.
+# Subcommand -> (module, function, one-line help); imported only when used.
 SUBCOMMANDS = {
-    "run": ("recbole_attn.cli", "run_main"),
-    "convert": ("recbole_attn.data.convert", "main"),
-    "benchmark": ("recbole_attn.benchmark.runner", "benchmark_main"),
-    "report": ("recbole_attn.benchmark.report", "report_main"),
+    "run": ("recbole_attn.cli", "run_main", "train and test a model (the default subcommand)"),
+    "convert": ("recbole_attn.data.convert", "main", "raw public data (s3rec, taobao) to RecBole atomic files"),
+    "benchmark": ("recbole_attn.benchmark.runner", "benchmark_main", "models x seeds, one JSON record per run"),
+    "report": ("recbole_attn.benchmark.report", "report_main", "tables and plots from benchmark records"),
 }
 
 
@@ -160,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     name = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
-    module, function = SUBCOMMANDS[name]
+    module, function = SUBCOMMANDS[name][:2]
     command = getattr(importlib.import_module(module), function)
     try:
         return command(argv)

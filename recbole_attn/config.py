@@ -5,8 +5,13 @@ Layering, lowest first (each later source wins):
 1. RecBole's internal files (``overall.yaml``, the model's own YAML for a built-in,
    dataset presets, the quick-start files for the model type);
 2. ours: ``properties/overall.yaml``, ``properties/model/<Class>.yaml`` for a plugin
-   model, ``properties/dataset/<name>.yaml`` when we ship a preset;
+   model, ``properties/dataset/<name>.yaml`` when we ship a preset (its top-level keys
+   and its section for this model, see ``preset_for_model``);
 3. the user's config files, then ``config_dict``, then ``--key=value`` on the command line.
+
+Then the defaults that depend on the dataset's files (``recbole_attn.fields``): the time
+field, RecBole's ``selected_features``, ATRank without a behaviour field, and a check
+that every field a model option names is loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ compat.apply()
 
 from recbole.config import Config as RecBoleConfig  # noqa: E402
 from recbole.utils import ModelType  # noqa: E402
+
+from recbole_attn.fields import set_field_defaults  # noqa: E402
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
 
@@ -145,6 +152,34 @@ def _load_yaml(path: Path, loader) -> dict:
         return yaml.load(f.read(), Loader=loader) or {}
 
 
+def recbole_config_dir() -> str:
+    """The folder of the installed ``recbole`` package."""
+    import recbole
+
+    return os.path.dirname(recbole.__file__)
+
+
+def preset_for_model(preset: dict, model: str, path: Path) -> dict:
+    """A dataset preset as ``model`` sees it: its top-level keys plus the section ``model:``.
+
+    A preset key named after a model (capitalised, a mapping) is that model's section;
+    the sections of other models are dropped, so their keys never reach this run.
+
+    Raises:
+        ConfigError: a section names no plugin or built-in model.
+    """
+    out = {}
+    for key, value in preset.items():
+        if not (isinstance(value, dict) and key[:1].isupper()):
+            out[key] = value
+        elif key not in plugin_models() and key not in builtin_model_names():
+            raise ConfigError(f"{path}: section '{key}' names no plugin or built-in model")
+    section = preset.get(model)
+    if isinstance(section, dict):
+        out.update(section)
+    return out
+
+
 class Config(RecBoleConfig):
     """``recbole.config.Config`` that also knows recbole-attn's models and presets.
 
@@ -188,8 +223,8 @@ class Config(RecBoleConfig):
         preset = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
         self.internal_config_dict.update(_load_yaml(overall, self.yaml_loader))
         self.internal_config_dict.update(self.plugin_defaults)
-        if preset.is_file():
-            self.internal_config_dict.update(_load_yaml(preset, self.yaml_loader))
+        self.preset_dict = preset_for_model(_load_yaml(preset, self.yaml_loader), model, preset) if preset.is_file() else {}
+        self.internal_config_dict.update(self.preset_dict)
 
     def _set_default_parameters(self):
         self._check_user_config()
@@ -205,6 +240,14 @@ class Config(RecBoleConfig):
             cfg["train_neg_sample_args"] = None
         super()._set_default_parameters()
         self._check_dataset_path()
+        self.field_notes: list[str] = set_field_defaults(self, self._model_yaml_keys(), set(self.preset_dict), ConfigError)
+
+    def _model_yaml_keys(self) -> set[str]:
+        """Keys of the model's YAML: ours for a plugin model, RecBole's for a built-in."""
+        if self.model in plugin_models():
+            return set(self.plugin_defaults)
+        path = Path(recbole_config_dir()) / "properties" / "model" / f"{self.model}.yaml"
+        return set(_load_yaml(path, self.yaml_loader)) if path.is_file() else set()
 
     def _check_user_config(self) -> None:
         """Before RecBole reads any value: unknown keys, documented types and ranges, metrics."""

@@ -36,8 +36,11 @@ def free_port() -> int:
 def _one_thread():
     """One intra-op thread: the test models are tiny, and on a busy 2-core machine torch's
     thread pool made each small op ~100x slower than one thread (spawned runs set their own)."""
+    import os
+
     import torch
 
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # so prepare() keeps the one thread (torch_threads)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -90,7 +90,7 @@ CASES = [
         NOTHING,
     ),
     # files and the command line
-    BadInput("config-file-missing", f"{TINY} --config_files=missing.yaml", "config file 'missing.yaml' not found", NOTHING),
+    BadInput("config-file-missing", f"{TINY} --config_files=missing.yaml", "config file(s) not found: missing.yaml", NOTHING),
     BadInput(
         "config-file-broken",
         f"{TINY} --config_files=bad.yaml  # bad.yaml: epochs: 3 / topk: [5 / learning_rate: 0.1",

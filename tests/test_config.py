@@ -228,7 +228,8 @@ PRESET_RUNS = [
         ("AttnDIN", "AttnDIEN", "ATRank", "BST"),
         {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}},
     ),
-    ("cpu-ctr-{}.yaml", ("ml-100k", "beauty", "taobao"), ("AttnDIN", "AttnDIEN", "ATRank", "BST", "DIN", "DIEN"), {}),
+    ("cpu-ctr-{}.yaml", ("ml-100k", "taobao"), ("AttnDIN", "AttnDIEN", "ATRank", "BST", "DIN", "DIEN"), {}),
+    ("cpu-ctr-{}.yaml", ("beauty",), ("AttnDIN", "AttnDIEN", "BST", "DIN", "DIEN"), {}),  # no action field: no ATRank
     ("cpu-ctr-{}.yaml", ("ml-100k",), ("ATRank",), {"single_group": True, "use_time": False}),
     ("cpu-ctr-{}.yaml", ("ml-100k",), ("AttnDIN",), {"activation": "prelu", "attention_activation": "prelu", "reg_type": "l2"}),
     ("cpu-prm-{}.yaml", ("ml-100k", "beauty"), ("PRM",), {"use_personal_vector": False, "use_rank_embedding": False}),
