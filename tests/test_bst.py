@@ -184,7 +184,7 @@ def test_loss_falls_and_evaluation_gives_auc_gauc_logloss(tmp_path):
     from recbole_attn.trainer import get_trainer
 
     config, model, train_data, valid_data, test_data = bst(
-        epochs=10, learning_rate=0.003, train_batch_size=64, checkpoint_dir=str(tmp_path)
+        epochs=10, learning_rate=0.003, train_batch_size=64, dropout_prob=0.0, checkpoint_dir=str(tmp_path)
     )
     trainer = get_trainer(config["MODEL_TYPE"], "BST", BST)(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
