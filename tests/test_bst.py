@@ -125,8 +125,44 @@ def test_bad_item_or_user_field_and_bad_options_name_them():
         bst(user_fields=["age"])
     with pytest.raises(ConfigError, match="time, order"):
         bst(position_feature="sinusoid")
-    with pytest.raises(ConfigError, match="n_heads=3"):
-        bst(n_heads=3)
+    with pytest.raises(ConfigError, match="n_heads=5"):
+        bst(n_heads=5)
+    for key in ("position_combine", "position_init"):
+        with pytest.raises(ConfigError, match=f"{key} must be one of"):
+            bst(**{key: "sum"})
+
+
+def test_transformer_input_starts_as_the_item_embedding_not_drowned_by_position():
+    """Xavier over a 32-row position table starts it far above large-vocabulary item tables
+    (std ~ sqrt(2 / rows)); the post-norm LayerNorm then leaves the item content a few percent
+    of each token and BST does not learn (Taobao head AUC 0.50). The position part starts at 0."""
+    _, model, train_data, _, _ = bst()
+    batch = next(iter(train_data))
+    x, mask = model._sequence(batch)
+    d_item = model.item_embedding.out_dim
+    assert model.position_combine == "concat" and x.shape[-1] == d_item + model.embedding_size
+    items = x[..., :d_item]
+    assert (x[..., d_item:] == 0).all()  # position part
+    assert torch.equal(items[:, -1], model.item_embedding(batch["item_id"]))  # the target's token
+    _, old, _, _, _ = bst(position_init="xavier")
+    assert (old._sequence(batch)[0][..., d_item:] != 0).any()
+
+
+def test_target_item_reaches_the_mlp_directly():
+    _, model, train_data, _, _ = bst()
+    model.eval()
+    batch = next(iter(train_data))
+    other = _clone(batch)
+    other["item_id"] = other["item_id"].roll(1)
+    with torch.no_grad():
+        x, _, _ = model._encode(batch)
+        assert model.mlp.net[0].in_features == x.flatten(1).shape[1] + model.item_embedding.out_dim + (
+            model.user_embedding.out_dim if model.user_embedding is not None else 0
+        )
+        model.blocks = torch.nn.ModuleList()  # even without the transformer path the score sees the target
+        model.position_embedding.weight.zero_()
+        changed = model(batch) != model(other)
+    assert changed[batch["item_id"] != other["item_id"]].all()
 
 
 def test_save_load_same_scores_and_same_seed_same_numbers(trained, tmp_path):
@@ -148,7 +184,7 @@ def test_loss_falls_and_evaluation_gives_auc_gauc_logloss(tmp_path):
     from recbole_attn.trainer import get_trainer
 
     config, model, train_data, valid_data, test_data = bst(
-        epochs=10, learning_rate=0.003, train_batch_size=64, checkpoint_dir=str(tmp_path)
+        epochs=10, learning_rate=0.003, train_batch_size=64, dropout_prob=0.0, checkpoint_dir=str(tmp_path)
     )
     trainer = get_trainer(config["MODEL_TYPE"], "BST", BST)(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
