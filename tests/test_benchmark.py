@@ -117,6 +117,8 @@ def test_report_rows_by_label_with_one_command_per_row(tmp_path):
     records = [rec("NOVABERT", None, s, 0.1 * s, []) for s in (1, 2)]
     records += [rec("NOVABERT", "NOVABERT-add", s, 0.2 * s, ["--fusion_type=add"]) for s in (1, 2)]
     records += [rec("SASRec", None, 1, 0.3, [], config_files=("other.yaml",))]
+    old = [rec("NOVABERT", None, s, 0.05 * s, []) for s in (1, 2)]  # runs of the model before a fix
+    records += [{**r, "superseded": "side LayerNorm", "git_sha": "0123456789abcdef"} for r in old]
     (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     doc = tmp_path / "report.md"
     assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
@@ -127,6 +129,9 @@ def test_report_rows_by_label_with_one_command_per_row(tmp_path):
     assert ("- NOVABERT-add: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 "
             '--config_files "benchmarks/presets/cpu-ml-100k.yaml" --label NOVABERT-add --fusion_type=add`') in text
     assert "- NOVABERT: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 --config_files" in text
+    # superseded runs keep their own row, and their command runs on their own commit
+    assert "| NOVABERT (before fix) | 2 | 0.0750 ± 0.0354 |" in text
+    assert "- NOVABERT (before fix): `git checkout 0123456789 && recbole-attn benchmark --models NOVABERT" in text
     assert (tmp_path / "ml-100k-cpu-ml-100k-metrics.png").is_file()
 
 

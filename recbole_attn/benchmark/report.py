@@ -54,10 +54,13 @@ def _fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
 
 def label(record: dict) -> str:
     """A table row's name: the run's ``--label``, else its model; a re-ranker's row also
-    names its ranker (``SASRec + PRM``)."""
+    names its ranker (``SASRec + PRM``). A run of a model that a later fix changed carries
+    ``superseded`` (what changed) and keeps its row, named ``<row> (before fix)``."""
     if record.get("row"):
         return record["row"]
     name = record.get("label") or record["model"]
+    if record.get("superseded"):
+        name += " (before fix)"
     return f"{record['ranker']} + {name}" if record.get("ranker") else name
 
 
@@ -109,7 +112,8 @@ def _settings(records: list[dict]) -> str:
 
 def command(records: list[dict]) -> str:
     """The ``recbole-attn benchmark`` command line that reproduces a group of runs
-    (runs of one row, or rows that differ only in their model)."""
+    (runs of one row, or rows that differ only in their model); for superseded runs, on
+    their own commit."""
     first = records[0]
     models = ",".join(dict.fromkeys(r["model"] for r in records))
     seeds = ",".join(str(s) for s in sorted({r["seed"] for r in records}))
@@ -125,12 +129,14 @@ def command(records: list[dict]) -> str:
     if first.get("ranker_config_files"):
         parts.append('--ranker_config_files "' + " ".join(first["ranker_config_files"]) + '"')
     parts += first.get("overrides") or []
+    if first.get("superseded"):  # the model changed since: the command runs on the run's own commit
+        parts.insert(0, f"git checkout {first['git_sha'][:10]} &&")
     return " ".join(parts)
 
 
 def commands(records: list[dict]) -> list[str]:
     """One ``Command:`` line when every row shares its options, else one command per row."""
-    if all(not r.get("label") and not r.get("ranker") for r in records) \
+    if all(not r.get("label") and not r.get("ranker") and not r.get("superseded") for r in records) \
             and _shared_value(records, "overrides") is not None:
         return [f"Command: `{command(records)}`", ""]
     by_label: dict[str, list[dict]] = defaultdict(list)
