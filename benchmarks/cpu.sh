@@ -30,6 +30,11 @@ for ds in ml-100k beauty; do
   bench --models NOVABERT --label NOVABERT-concat "${extra[@]}" --fusion_type=concat
   bench --models NOVABERT --label NOVABERT-invasive "${extra[@]}" --attention_type=invasive
   if [ "$ds" = ml-100k ]; then
+    # NOVABERT without the LayerNorm of its side embeddings, and with behaviour side
+    # information (rating and time buckets, the NOVA paper's setting)
+    bench --models NOVABERT --label NOVABERT-noLN "${extra[@]}" --side_layer_norm=False
+    bench --models NOVABERT --label NOVABERT-behavior --dataset ml-100k \
+      --config_files "benchmarks/presets/cpu-ml-100k.yaml benchmarks/presets/nova-behavior-ml-100k.yaml"
     # target-item models in the full ranking (their presets use sampled negatives): every
     # (user, item) pair is a forward pass, so on Beauty (22,363 users x 12,101 items = 270M
     # pairs per evaluation, ~3 h for AttnDIN at ~25k pairs/s on one CPU thread) this needs a GPU
