@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from recbole_attn.benchmark.environment import child_env, environment, repo_path
-from recbole_attn.benchmark.timing import time_epochs
+from recbole_attn.benchmark.timing import record_curve, stopped_early, time_epochs
 
 THROUGHPUT_STEPS = 50
 
@@ -77,7 +77,12 @@ def measure_throughput(trainer, train_data, device, steps: int = THROUGHPUT_STEP
 
 def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, object]:
     """Train and test the model of ``config`` (or measure its throughput), timing each
-    epoch: (the record's measurements, the trainer, the test data)."""
+    epoch: (the record's measurements, the trainer, the test data).
+
+    A training run's measurements hold its learning curve (``curve``: per epoch the train
+    loss, the validation metrics and the seconds since training began, see
+    ``record_curve``), the epoch cap and whether early stopping ended it before the cap
+    (``stopped_early``; False: the run was not converged by the early-stopping rule)."""
     import torch
     from recbole.utils import init_seed
 
@@ -97,12 +102,16 @@ def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, objec
         out["throughput"] = measure_throughput(trainer, train_data, device)
     else:
         epoch_times = time_epochs(trainer)
+        curve = record_curve(trainer)
         best_valid_score, best_valid = trainer.fit(
             train_data, valid_data, saved=True, show_progress=False
         )
         test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
         out.update(
             epochs_trained=len(epoch_times),
+            epoch_cap=int(config["epochs"]),
+            stopped_early=stopped_early(trainer),
+            curve=curve,
             median_epoch_s=statistics.median(epoch_times) if epoch_times else None,
             best_valid_score=float(best_valid_score),
             best_valid=as_floats(best_valid),
@@ -137,7 +146,8 @@ def _ranker_run(ranker_config, rerank_config) -> dict:
         "model": ranker_config["model"],
         "checkpoint": str(stem.with_suffix(".pth")),
         "options_sha1": digest,
-        **{k: measured[k] for k in ("parameters", "epochs_trained", "median_epoch_s", "best_valid", "test")},
+        **{k: measured[k] for k in ("parameters", "epochs_trained", "median_epoch_s", "best_valid", "test",
+                                    "epoch_cap", "stopped_early", "curve")},
     }
     tmp = meta.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run))
