@@ -9,7 +9,7 @@ import pytest
 
 from recbole_attn.benchmark.report import command, convergence, report_main, summarise
 from recbole_attn.benchmark.runner import benchmark_main
-from conftest import FIXTURES, TINY_YAML
+from conftest import FIXTURES, REPO, TINY_YAML
 
 TINY = ["--dataset", "tiny", "--config_files", str(TINY_YAML), f"--data_path={FIXTURES}", "epochs=1"]
 
@@ -213,10 +213,14 @@ def test_claims_are_judged_on_every_table_with_both_rows(tmp_path):
     assert not (tmp_path / "r2.md").exists()
 
 
-def test_a_real_run_records_one_curve_point_per_epoch(tmp_path):
-    args = ["--models", "SASRec", "--seeds", "1", "--out", str(tmp_path), "--no-progress", *TINY[:-1], "epochs=3"]
+def test_a_real_run_records_one_curve_point_per_epoch(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # a relative --data_path is read from here, and recorded as given
+    data_path = f"--data_path={FIXTURES.relative_to(REPO)}"
+    args = ["--models", "SASRec", "--seeds", "1", "--out", str(tmp_path), "--no-progress",
+            "--dataset", "tiny", "--config_files", str(TINY_YAML), data_path, "epochs=3"]
     assert benchmark_main(args) == 0
     (record,) = _records(tmp_path)
+    assert record["status"] == "ok" and record["overrides"] == [data_path, "--epochs=3"]
     curve = record["curve"]
     assert [p["epoch"] for p in curve] == [0, 1, 2] and record["epochs_trained"] == 3
     assert all(set(p["valid"]) == {"recall@5", "ndcg@5"} for p in curve)

@@ -228,6 +228,14 @@ def append_record(path: Path, record: dict) -> None:
         f.write((json.dumps(record) + "\n").encode("utf-8"))
 
 
+def _absolute_data_path(override: str) -> str:
+    """``--data_path=rel`` made absolute from the current folder; other overrides as they are."""
+    key, _, value = override.partition("=")
+    if key == "--data_path" and value and not Path(value).expanduser().is_absolute():
+        return f"--data_path={Path(value).resolve()}"
+    return override
+
+
 def run_benchmark(
     models: list[str],
     dataset: str,
@@ -244,7 +252,9 @@ def run_benchmark(
 ) -> list[dict]:
     """Train every model x seed in its own process; append one record per run to records.jsonl.
 
-    ``overrides`` are ``--key=value`` strings, given to every run's command line. With
+    ``overrides`` are ``--key=value`` strings, given to every run's command line (a relative
+    ``--data_path`` is read from the current folder, and recorded as given, so the record's
+    command works from the same folder on another machine). With
     ``resume``, runs that already have a successful record with the same options are skipped.
     ``ranker``: the models are re-rankers (PRM) of this ranker's lists, see ``train_one``.
     """
@@ -264,6 +274,7 @@ def run_benchmark(
         return tuple(json.dumps(r.get(k)) for k in ("kind", "model", "label", "dataset", "seed", "config_files",
                                                     "overrides", "ranker", "ranker_config_files"))
 
+    child_overrides = [_absolute_data_path(o) for o in overrides or []]  # the child runs in out_dir
     done = set()
     if resume and records_file.is_file():
         done = {key("", 0, r) for r in read_records(records_file) if r.get("status") == "ok"}
@@ -283,7 +294,7 @@ def run_benchmark(
         }
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "recbole_attn.benchmark.runner", "--child", json.dumps(job), *(overrides or [])],
+            [sys.executable, "-m", "recbole_attn.benchmark.runner", "--child", json.dumps(job), *child_overrides],
             capture_output=True,
             text=True,
             cwd=out_dir,
