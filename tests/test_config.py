@@ -239,7 +239,8 @@ PRESET_RUNS = [
     ("ref-{}.yaml", ("beauty",), ("BERT4Rec",), {"MAX_ITEM_LIST_LENGTH": 21}),
     ("ref-{}.yaml", ("beauty",), ("AttnBERT4Rec",), {"MAX_ITEM_LIST_LENGTH": 21, "item_side_fields": []}),
     ("ref-{}.yaml", ("ml-100k", "beauty"), ("NOVABERT",), {"MAX_ITEM_LIST_LENGTH": 21, "attention_type": "invasive"}),
-    ("ref-{}.yaml", ("ml-100k", "beauty"), ("SASRec", "NOVABERT"), {"MAX_ITEM_LIST_LENGTH": 51}),
+    ("ref-{}.yaml", ("ml-100k",), ("NOVABERT",), {"MAX_ITEM_LIST_LENGTH": 21, "behavior_side_fields": ["rating", "timestamp"]}),
+    ("ref-len50.yaml", ("ml-100k",), ("SASRec", "BERT4Rec"), {"MAX_ITEM_LIST_LENGTH": 51}),
     ("ref-ctr-{}.yaml", ("ml-100k", "taobao"), ("AttnDIN", "AttnDIEN", "ATRank", "BST", "DIN", "DIEN"), {}),
     ("ref-prm-{}.yaml", ("ml-100k",), ("PRM",), {"use_personal_vector": False}),
 ]
