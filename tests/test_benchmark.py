@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 
 import pytest
 
-from recbole_attn.benchmark.report import command, convergence, report_main, summarise
+from recbole_attn.benchmark.report import command, convergence, report_main, shell_quote, summarise
 from recbole_attn.benchmark.runner import benchmark_main
 from conftest import FIXTURES, REPO, TINY_YAML
 
@@ -289,3 +290,10 @@ def test_printed_commands_paste_into_bash():
     assert argv[argv.index("--label") + 1] == "AttnDIN full"
     assert argv[argv.index("--config_files") + 1] == "a b/x.yaml y.yaml"
     assert argv[-2:] == [override, "--topk=[10, 20]"]
+    assert f'"{override}"' in command(records)  # readable: no escaped single quotes
+    for arg in ["--a=it's $HOME", 'x"y', "--b=`ls`", "plain", "--c=[1, 2]", "--d={'k': \"v\"}", "wow!'"]:
+        assert shlex.split(shell_quote(arg)) == [arg]
+    # and bash itself reads the printed command's words back
+    printed = command(records).replace("recbole-attn benchmark", "printf '%s\\0'", 1)
+    out = subprocess.run(["bash", "-c", printed], capture_output=True, text=True, check=True).stdout
+    assert out.split("\0")[:-1] == argv[2:]

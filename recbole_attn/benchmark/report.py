@@ -107,7 +107,7 @@ def _settings(records: list[dict]) -> str:
         parts.append("config files " + ", ".join(Path(f).name for f in config_files))
     overrides = _shared_value(records, "overrides")
     if overrides:
-        parts.append("overrides `" + shlex.join(overrides) + "`")
+        parts.append("overrides `" + " ".join(map(shell_quote, overrides)) + "`")
     for key in ("eval_args", "MAX_ITEM_LIST_LENGTH", "train_batch_size", "epochs", "stopping_step"):
         value = _shared_value(records, key, key_cfg=True)
         if value is not None:
@@ -115,13 +115,23 @@ def _settings(records: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def shell_quote(arg: str) -> str:
+    """``arg`` as one bash word: as it is when safe, else in single quotes, or in double
+    quotes when it holds single quotes and nothing bash expands inside double quotes
+    (``"--eval_args={'mode': 'full'}"`` reads better than ``shlex.quote``'s escapes)."""
+    quoted = shlex.quote(arg)
+    if quoted == arg or "'" not in arg or any(c in arg for c in '"$`\\!'):
+        return quoted
+    return f'"{arg}"'
+
+
 def command(records: list[dict]) -> str:
     """The ``recbole-attn benchmark`` command line that reproduces a group of runs
     (runs of one row, or rows that differ only in their model); for superseded runs, on
-    their own commit. Every value is shell-quoted where needed (``shlex.quote``), so the
+    their own commit. Every value is shell-quoted where needed (``shell_quote``), so the
     line pastes into bash as printed: ``--eval_args={'mode': 'full'}`` is one argument."""
     first = records[0]
-    q = shlex.quote
+    q = shell_quote
     models = ",".join(dict.fromkeys(r["model"] for r in records))
     seeds = ",".join(str(s) for s in sorted({r["seed"] for r in records}))
     parts = ["recbole-attn benchmark", f"--models {q(models)}", f"--dataset {q(first['dataset'])}", f"--seeds {seeds}"]
@@ -403,11 +413,12 @@ def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]
         if r.get("curve"):
             by_row[label(r)].append(r)
     fig, (ax_e, ax_t, ax_l) = plt.subplots(1, 3, figsize=(13, 3.8))
-    for row, rs in sorted(by_row.items()):
+    for i, (row, rs) in enumerate(sorted(by_row.items())):
         c = mean_curve(rs, metric)
-        (line,) = ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(rs)})", linewidth=1.2)
-        ax_t.plot(c["wall_s"], c["valid"], color=line.get_color(), linewidth=1.2)
-        ax_l.plot(c["epoch"], c["train_loss"], color=line.get_color(), linewidth=1.2)
+        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2}
+        ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(rs)})", **style)
+        ax_t.plot(c["wall_s"], c["valid"], **style)
+        ax_l.plot(c["epoch"], c["train_loss"], **style)
     ax_e.set(xlabel="epoch", ylabel=f"valid {metric}", title=f"valid {metric} vs epoch")
     ax_t.set(xlabel="seconds since training start", ylabel=f"valid {metric}", title=f"valid {metric} vs wall time")
     ax_l.set(xlabel="epoch", ylabel="train loss", title="train loss vs epoch")
@@ -415,7 +426,7 @@ def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]
         ax.grid(alpha=0.3)
     fig.legend(*ax_e.get_legend_handles_labels(), loc="center right", fontsize=7, title="row (runs)", title_fontsize=7)
     fig.suptitle(f"{dataset}: learning curves, mean over seeds", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     plot_dir.mkdir(parents=True, exist_ok=True)
     path = plot_dir / f"{_slug(dataset)}-curves.png"
     fig.savefig(path, dpi=100)
