@@ -4,7 +4,9 @@ Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) a
 ``pipeline_overhead-*.json`` (records of ``benchmarks/pipeline_overhead.py``), and writes
 ``DIR/report.md`` (or ``--doc``) plus plots next to it (or in ``--plots``). Papers' claims
 listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
-both rows. Nothing in the output is typed by hand: rerun this after adding records.
+both rows. Tables whose records have learning curves get a curves plot; rows whose runs
+reached the epoch cap before early stopping are marked "not converged". Every command
+printed pastes into bash. Nothing in the output is typed by hand: rerun this after adding records.
 A malformed line (a killed run's truncated last line) is skipped with a warning naming
 the file and line; a folder without any record is an error.
 """

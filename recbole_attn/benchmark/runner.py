@@ -5,6 +5,9 @@ peak memory is the run's own), through the same runner as ``run_recbole_attn.py`
 parent appends each run's record to ``<out>/records.jsonl`` as soon as it ends; a failed
 run is recorded with ``status: failed`` and its error, and the others go on. ``--resume``
 skips the runs recorded as ok; a malformed line is skipped with a warning (``read_records``).
+A training run's record holds its learning curve (``curve``: each epoch's train loss,
+validation metrics and seconds since training began), its ``epoch_cap`` and whether early
+stopping ended it before the cap (``stopped_early``).
 
 With ``--throughput`` each run instead measures training steps through RecBole's data
 loader against the same model's forward+backward on the same batches already on the
