@@ -265,6 +265,10 @@ def test_rows_at_the_epoch_cap_are_marked_not_converged_and_curves_are_drawn(tmp
     # mixed rows never claim convergence
     assert convergence([records[2], records[0]]) == "not converged: 1/2 runs reached the cap of 3 epochs"
     assert convergence([records[2], records[4]]) == "early-stopped: 1/2 runs; unknown for 1/2 (not recorded)"
+    # an old record whose cap left early stopping no chance (3 epochs, patience 10) reached the cap
+    old = {**records[4], "config": {"epochs": 3, "stopping_step": 10}}
+    assert convergence([old]) == "not converged: 1/1 runs reached the cap of 3 epochs"
+    assert convergence([{**old, "config": {"epochs": 12, "stopping_step": 10}}]) == "unknown (not recorded)"
 
 
 def test_mean_curve_averages_the_seeds_that_reached_each_epoch():

@@ -201,11 +201,23 @@ def summarise(records: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _stopped_early(record: dict) -> bool | None:
+    if record.get("stopped_early") is not None:
+        return record["stopped_early"]
+    cfg = record.get("config") or {}
+    epochs, patience = cfg.get("epochs"), cfg.get("stopping_step")
+    if isinstance(epochs, int) and isinstance(patience, int) and epochs < patience + 2:
+        return False
+    return None
+
+
 def convergence(records: list[dict]) -> str:
     """A row's convergence cell: ``yes`` when early stopping ended every run before its
     epoch cap; ``not converged`` naming how many runs reached the cap first; ``unknown``
-    for runs recorded before ``stopped_early`` was kept (never claimed converged)."""
-    flags = [r.get("stopped_early") for r in records]
+    for runs recorded before ``stopped_early`` was kept (never claimed converged), except
+    that a cap below ``stopping_step + 2`` epochs leaves early stopping no chance to end
+    a run (it needs a best epoch and then ``stopping_step + 1`` epochs without gain)."""
+    flags = [_stopped_early(r) for r in records]
     n, at_cap, unknown = len(records), [r for r, f in zip(records, flags) if f is False], flags.count(None)
     if unknown == n:
         return "unknown (not recorded)"
