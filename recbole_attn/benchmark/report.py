@@ -202,8 +202,8 @@ def summarise(records: list[dict]) -> dict[str, dict]:
 
 
 def _stopped_early(record: dict) -> bool | None:
-    if record.get("stopped_early") is not None:
-        return record["stopped_early"]
+    if record.get("stopped_early") is not None or record.get("row"):  # a ranker's row: not its config
+        return record.get("stopped_early")
     cfg = record.get("config") or {}
     epochs, patience = cfg.get("epochs"), cfg.get("stopping_step")
     if isinstance(epochs, int) and isinstance(patience, int) and epochs < patience + 2:
