@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 
 import pytest
 
-from recbole_attn.benchmark.report import report_main, summarise
+from recbole_attn.benchmark.report import command, convergence, report_main, shell_quote, summarise
 from recbole_attn.benchmark.runner import benchmark_main
-from conftest import FIXTURES, TINY_YAML
+from conftest import FIXTURES, REPO, TINY_YAML
 
 TINY = ["--dataset", "tiny", "--config_files", str(TINY_YAML), f"--data_path={FIXTURES}", "epochs=1"]
 
@@ -39,6 +41,10 @@ def test_one_record_per_model_and_seed_with_its_context(bench_dir):
         assert r["parameters"] > 0 and r["epochs_trained"] == 1
         assert r["median_epoch_s"] > 0 and r["peak_memory_bytes"] > 0
         assert set(r["test"]) == {"recall@5", "ndcg@5"} and set(r["best_valid"]) == set(r["test"])
+        assert r["epoch_cap"] == 1 and r["stopped_early"] is False  # the cap, not early stopping, ended it
+        (point,) = r["curve"]
+        assert point["epoch"] == 0 and point["train_loss"] > 0 and point["wall_s"] > 0
+        assert set(point["valid"]) == set(r["test"]) and point["valid"] == pytest.approx(r["best_valid"])
     # different seeds, different numbers
     assert records[0]["test"] != records[1]["test"] or records[0]["best_valid"] != records[1]["best_valid"]
 
@@ -127,7 +133,7 @@ def test_report_rows_by_label_with_one_command_per_row(tmp_path):
     assert "### ml-100k (cpu-ml-100k): test metrics" in text and "### ml-100k (other): test metrics" in text
     assert "| NOVABERT | 2 |" in text and "| NOVABERT-add | 2 | **0.3000 ± 0.1414** |" in text
     assert ("- NOVABERT-add: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 "
-            '--config_files "benchmarks/presets/cpu-ml-100k.yaml" --label NOVABERT-add --fusion_type=add`') in text
+            "--config_files benchmarks/presets/cpu-ml-100k.yaml --label NOVABERT-add --fusion_type=add`") in text
     assert "- NOVABERT: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 --config_files" in text
     # superseded runs keep their own row, and their command runs on their own commit
     assert "| NOVABERT (before fix) | 2 | 0.0750 ± 0.0354 |" in text
@@ -150,6 +156,9 @@ def test_reranker_variants_share_one_ranker_and_the_report_shows_its_initial_lis
     # the initial list, measured by PRM's evaluator, is the ranker's own test result
     assert prm1["initial_test"] == pytest.approx(prm1["ranker_run"]["test"], abs=1e-4)
     assert prm1["ranker_run"]["epochs_trained"] == 1
+    # the re-ranker and its ranker each record their own learning curve
+    assert len(prm1["curve"]) == 1 and len(prm1["ranker_run"]["curve"]) == 1
+    assert prm1["ranker_run"]["stopped_early"] is False and prm1["ranker_run"]["epoch_cap"] == 1
     doc = tmp_path / "report.md"
     assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
     text = doc.read_text()
@@ -203,3 +212,92 @@ def test_claims_are_judged_on_every_table_with_both_rows(tmp_path):
     with pytest.raises(SystemExit, match="--claims: no such file"):
         report_main([str(tmp_path), "--doc", str(tmp_path / "r2.md"), "--claims", str(tmp_path / "none.yaml")])
     assert not (tmp_path / "r2.md").exists()
+
+
+def test_a_real_run_records_one_curve_point_per_epoch(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # a relative --data_path is read from here, and recorded as given
+    data_path = f"--data_path={FIXTURES.relative_to(REPO)}"
+    args = ["--models", "SASRec", "--seeds", "1", "--out", str(tmp_path), "--no-progress",
+            "--dataset", "tiny", "--config_files", str(TINY_YAML), data_path, "epochs=3"]
+    assert benchmark_main(args) == 0
+    (record,) = _records(tmp_path)
+    assert record["status"] == "ok" and record["overrides"] == [data_path, "--epochs=3"]
+    curve = record["curve"]
+    assert [p["epoch"] for p in curve] == [0, 1, 2] and record["epochs_trained"] == 3
+    assert all(set(p["valid"]) == {"recall@5", "ndcg@5"} for p in curve)
+    assert [p["wall_s"] for p in curve] == sorted(p["wall_s"] for p in curve)
+    assert record["stopped_early"] is False and record["epoch_cap"] == 3
+    # the best validation epoch of the curve is the one RecBole kept
+    assert max(p["valid_score"] for p in curve) == pytest.approx(record["best_valid_score"])
+
+
+def _curve_record(model, seed, stopped_early, epochs=3, **extra):
+    curve = [{"epoch": e, "train_loss": 1.0 / (e + 1), "wall_s": 2.0 * (e + 1),
+              "valid": {"ndcg@10": 0.1 * (e + 1) * seed}, "valid_score": 0.1 * (e + 1) * seed} for e in range(epochs)]
+    record = {
+        "kind": "train", "status": "ok", "model": model, "label": None, "dataset": "ml-100k", "seed": seed,
+        "config_files": ["benchmarks/presets/ref-ml-100k.yaml"], "overrides": [], "test": {"ndcg@10": 0.1 * seed},
+        "config": {"epochs": 3, "valid_metric": "NDCG@10"}, "device": "CPU: x (2 cores)", "epochs_trained": epochs,
+        "median_epoch_s": 2.0, "peak_memory_bytes": 2**20, "peak_memory_kind": "cpu_max_rss", "parameters": 10,
+        "curve": curve, "stopped_early": stopped_early, "epoch_cap": 3, **extra,
+    }
+    if stopped_early is None:  # a record from before curves were kept
+        for key in ("curve", "stopped_early", "epoch_cap"):
+            del record[key]
+    return record
+
+
+def test_rows_at_the_epoch_cap_are_marked_not_converged_and_curves_are_drawn(tmp_path):
+    records = [_curve_record("Capped", s, False) for s in (1, 2)]
+    records += [_curve_record("Stopped", s, True, epochs=2) for s in (1, 2)]
+    records += [_curve_record("Old", s, None) for s in (1, 2)]
+    (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    doc = tmp_path / "report.md"
+    assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ") and " | 2 | " in line}
+    assert "| not converged: 2/2 runs reached the cap of 3 epochs |" in rows["Capped"]
+    assert "not converged" not in rows["Stopped"] and "| yes |" in rows["Stopped"]
+    assert "| unknown (not recorded) |" in rows["Old"] and "yes" not in rows["Old"].split(" | ")[5]
+    png = tmp_path / "ml-100k-curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert "](ml-100k-curves.png)" in text
+    # mixed rows never claim convergence
+    assert convergence([records[2], records[0]]) == "not converged: 1/2 runs reached the cap of 3 epochs"
+    assert convergence([records[2], records[4]]) == "early-stopped: 1/2 runs; unknown for 1/2 (not recorded)"
+    # an old record whose cap left early stopping no chance (3 epochs, patience 10) reached the cap
+    old = {**records[4], "config": {"epochs": 3, "stopping_step": 10}}
+    assert convergence([old]) == "not converged: 1/1 runs reached the cap of 3 epochs"
+    assert convergence([{**old, "config": {"epochs": 12, "stopping_step": 10}}]) == "unknown (not recorded)"
+
+
+def test_mean_curve_averages_the_seeds_that_reached_each_epoch():
+    from recbole_attn.benchmark.report import mean_curve
+
+    c = mean_curve([_curve_record("A", 1, False), _curve_record("A", 2, True, epochs=2)], "ndcg@10")
+    assert c["epoch"] == [0, 1, 2] and c["runs"] == [2, 2, 1]
+    assert c["valid"] == pytest.approx([0.15, 0.3, 0.3]) and c["wall_s"] == pytest.approx([2, 4, 6])
+
+
+def test_no_curve_plot_for_records_without_curves(tmp_path):
+    (tmp_path / "records.jsonl").write_text(json.dumps(_curve_record("Old", 1, None)))
+    doc = tmp_path / "report.md"
+    assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
+    assert not list(tmp_path.glob("*-curves.png")) and "curves" not in doc.read_text()
+
+
+def test_printed_commands_paste_into_bash():
+    override = "--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'group_by': 'user', 'mode': 'full'}"
+    records = [_curve_record("AttnDIN", 1, True, label="AttnDIN full", overrides=[override, "--topk=[10, 20]"],
+                             config_files=["a b/x.yaml", "y.yaml"])]
+    argv = shlex.split(command(records))
+    assert argv[argv.index("--label") + 1] == "AttnDIN full"
+    assert argv[argv.index("--config_files") + 1] == "a b/x.yaml y.yaml"
+    assert argv[-2:] == [override, "--topk=[10, 20]"]
+    assert f'"{override}"' in command(records)  # readable: no escaped single quotes
+    for arg in ["--a=it's $HOME", 'x"y', "--b=`ls`", "plain", "--c=[1, 2]", "--d={'k': \"v\"}", "wow!'"]:
+        assert shlex.split(shell_quote(arg)) == [arg]
+    # and bash itself reads the printed command's words back
+    printed = command(records).replace("recbole-attn benchmark", "printf '%s\\0'", 1)
+    out = subprocess.run(["bash", "-c", printed], capture_output=True, text=True, check=True).stdout
+    assert out.split("\0")[:-1] == argv[2:]

@@ -233,6 +233,16 @@ PRESET_RUNS = [
     ("cpu-ctr-{}.yaml", ("ml-100k",), ("ATRank",), {"single_group": True, "use_time": False}),
     ("cpu-ctr-{}.yaml", ("ml-100k",), ("AttnDIN",), {"activation": "prelu", "attention_activation": "prelu", "reg_type": "l2"}),
     ("cpu-prm-{}.yaml", ("ml-100k", "beauty"), ("PRM",), {"use_personal_vector": False, "use_rank_embedding": False}),
+    # the reference protocol (benchmarks/reference.sh)
+    ("ref-{}.yaml", ("ml-100k", "beauty"), ("SASRec", "SASRecF", "GRU4Rec", "FDSA", "AttRec", "NOVABERT"), {}),
+    ("ref-{}.yaml", ("ml-100k",), ("BERT4Rec", "AttnBERT4Rec"), {"MAX_ITEM_LIST_LENGTH": 21}),
+    ("ref-{}.yaml", ("beauty",), ("BERT4Rec",), {"MAX_ITEM_LIST_LENGTH": 21}),
+    ("ref-{}.yaml", ("beauty",), ("AttnBERT4Rec",), {"MAX_ITEM_LIST_LENGTH": 21, "item_side_fields": []}),
+    ("ref-{}.yaml", ("ml-100k", "beauty"), ("NOVABERT",), {"MAX_ITEM_LIST_LENGTH": 21, "attention_type": "invasive"}),
+    ("ref-{}.yaml", ("ml-100k",), ("NOVABERT",), {"MAX_ITEM_LIST_LENGTH": 21, "behavior_side_fields": ["rating", "timestamp"]}),
+    ("ref-len50.yaml", ("ml-100k",), ("SASRec", "BERT4Rec"), {"MAX_ITEM_LIST_LENGTH": 51}),
+    ("ref-ctr-{}.yaml", ("ml-100k", "taobao"), ("AttnDIN", "AttnDIEN", "ATRank", "BST", "DIN", "DIEN"), {}),
+    ("ref-prm-{}.yaml", ("ml-100k",), ("PRM",), {"use_personal_vector": False}),
 ]
 
 

@@ -4,7 +4,9 @@ Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) a
 ``pipeline_overhead-*.json`` (records of ``benchmarks/pipeline_overhead.py``), and writes
 ``DIR/report.md`` (or ``--doc``) plus plots next to it (or in ``--plots``). Papers' claims
 listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
-both rows. Nothing in the output is typed by hand: rerun this after adding records.
+both rows. Tables whose records have learning curves get a curves plot; rows whose runs
+reached the epoch cap before early stopping are marked "not converged". Every command
+printed pastes into bash. Nothing in the output is typed by hand: rerun this after adding records.
 A malformed line (a killed run's truncated last line) is skipped with a warning naming
 the file and line; a folder without any record is an error.
 """
@@ -16,6 +18,7 @@ import json
 import math
 import os
 import re
+import shlex
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -85,6 +88,10 @@ def initial_lists(records: list[dict]) -> list[dict]:
             "epochs_trained": run["epochs_trained"],
             "median_epoch_s": run["median_epoch_s"],
             "parameters": run["parameters"],
+            # the ranker's own training (absent from rankers recorded before curves were kept)
+            "curve": run.get("curve"),
+            "stopped_early": run.get("stopped_early"),
+            "epoch_cap": run.get("epoch_cap"),
         })
     return out
 
@@ -102,7 +109,7 @@ def _settings(records: list[dict]) -> str:
         parts.append("config files " + ", ".join(Path(f).name for f in config_files))
     overrides = _shared_value(records, "overrides")
     if overrides:
-        parts.append("overrides `" + " ".join(overrides) + "`")
+        parts.append("overrides `" + " ".join(map(shell_quote, overrides)) + "`")
     for key in ("eval_args", "MAX_ITEM_LIST_LENGTH", "train_batch_size", "epochs", "stopping_step"):
         value = _shared_value(records, key, key_cfg=True)
         if value is not None:
@@ -110,25 +117,37 @@ def _settings(records: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def shell_quote(arg: str) -> str:
+    """``arg`` as one bash word: as it is when safe, else in single quotes, or in double
+    quotes when it holds single quotes and nothing bash expands inside double quotes
+    (``"--eval_args={'mode': 'full'}"`` reads better than ``shlex.quote``'s escapes)."""
+    quoted = shlex.quote(arg)
+    if quoted == arg or "'" not in arg or any(c in arg for c in '"$`\\!'):
+        return quoted
+    return f'"{arg}"'
+
+
 def command(records: list[dict]) -> str:
     """The ``recbole-attn benchmark`` command line that reproduces a group of runs
     (runs of one row, or rows that differ only in their model); for superseded runs, on
-    their own commit."""
+    their own commit. Every value is shell-quoted where needed (``shell_quote``), so the
+    line pastes into bash as printed: ``--eval_args={'mode': 'full'}`` is one argument."""
     first = records[0]
+    q = shell_quote
     models = ",".join(dict.fromkeys(r["model"] for r in records))
     seeds = ",".join(str(s) for s in sorted({r["seed"] for r in records}))
-    parts = ["recbole-attn benchmark", f"--models {models}", f"--dataset {first['dataset']}", f"--seeds {seeds}"]
+    parts = ["recbole-attn benchmark", f"--models {q(models)}", f"--dataset {q(first['dataset'])}", f"--seeds {seeds}"]
     if first.get("config_files"):
-        parts.append('--config_files "' + " ".join(first["config_files"]) + '"')
+        parts.append("--config_files " + q(" ".join(first["config_files"])))
     if first.get("kind") == "throughput":
         parts.append("--throughput")
     if first.get("label"):
-        parts.append(f"--label {first['label']}")
+        parts.append(f"--label {q(first['label'])}")
     if first.get("ranker"):
-        parts.append(f"--ranker {first['ranker']}")
+        parts.append(f"--ranker {q(first['ranker'])}")
     if first.get("ranker_config_files"):
-        parts.append('--ranker_config_files "' + " ".join(first["ranker_config_files"]) + '"')
-    parts += first.get("overrides") or []
+        parts.append("--ranker_config_files " + q(" ".join(first["ranker_config_files"])))
+    parts += [q(o) for o in first.get("overrides") or []]
     if first.get("superseded"):  # the model changed since: the command runs on the run's own commit
         parts.insert(0, f"git checkout {first['git_sha'][:10]} &&")
     return " ".join(parts)
@@ -177,8 +196,43 @@ def summarise(records: list[dict]) -> dict[str, dict]:
             "memory_mib": statistics.fmean(r["peak_memory_bytes"] for r in rs) / 2**20,
             "memory_kind": rs[0]["peak_memory_kind"],
             "parameters": rs[0]["parameters"],
+            "converged": convergence(rs),
         }
     return out
+
+
+def _stopped_early(record: dict) -> bool | None:
+    if record.get("stopped_early") is not None or record.get("row"):  # a ranker's row: not its config
+        return record.get("stopped_early")
+    cfg = record.get("config") or {}
+    epochs, patience = cfg.get("epochs"), cfg.get("stopping_step")
+    if isinstance(epochs, int) and isinstance(patience, int) and epochs < patience + 2:
+        return False
+    return None
+
+
+def convergence(records: list[dict]) -> str:
+    """A row's convergence cell: ``yes`` when early stopping ended every run before its
+    epoch cap; ``not converged`` naming how many runs reached the cap first; ``unknown``
+    for runs recorded before ``stopped_early`` was kept (never claimed converged), except
+    that a cap below ``stopping_step + 2`` epochs leaves early stopping no chance to end
+    a run (it needs a best epoch and then ``stopping_step + 1`` epochs without gain)."""
+    flags = [_stopped_early(r) for r in records]
+    n, at_cap, unknown = len(records), [r for r, f in zip(records, flags) if f is False], flags.count(None)
+    if unknown == n:
+        return "unknown (not recorded)"
+    if not at_cap and not unknown:
+        return "yes"
+    parts = []
+    if at_cap:
+        caps = sorted({r.get("epoch_cap") or r.get("config", {}).get("epochs") for r in at_cap} - {None})
+        parts.append(f"not converged: {len(at_cap)}/{n} runs reached the cap"
+                     + (f" of {'/'.join(map(str, caps))} epochs" if caps else ""))
+    else:
+        parts.append(f"early-stopped: {n - unknown}/{n} runs")
+    if unknown:
+        parts.append(f"unknown for {unknown}/{n} (not recorded)")
+    return "; ".join(parts)
 
 
 def _best(summary: dict[str, dict], metric: str) -> str:
@@ -198,9 +252,14 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
         + (" Times on a CPU shared with other jobs vary between runs: the ± shows by how much."
            if any(d.startswith("CPU") for d in devices) else ""),
         "",
+        "Converged: early stopping (patience `stopping_step` on the validation metric) ended every"
+        " run before the epoch cap; *not converged*: a run reached the cap first, its metric may"
+        " still have been rising; *unknown*: runs recorded before this was kept.",
+        "",
         *commands(records),
-        "| model | runs | " + " | ".join(metrics) + " | epochs | s/epoch (median per run; mean ± std) | peak memory MiB | parameters |",
-        "|---|---|" + "---|" * len(metrics) + "---|---|---|---|",
+        "| model | runs | " + " | ".join(metrics)
+        + " | epochs | converged | s/epoch (median per run; mean ± std) | peak memory MiB | parameters |",
+        "|---|---|" + "---|" * len(metrics) + "---|---|---|---|---|",
     ]
     best = {m: _best(summary, m) for m in metrics}
     for model, s in sorted(summary.items()):
@@ -213,7 +272,7 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
             cells.append(f"**{text}**" if best[m] == model else text)
         lines.append(
             f"| {model} | {s['n']} | " + " | ".join(cells)
-            + f" | {s['epochs']:.1f} | {_fmt(*s['epoch_s'], s['n'], digits=1)} | {s['memory_mib']:.0f} ({s['memory_kind']}) | {s['parameters']:,} |"
+            + f" | {s['epochs']:.1f} | {s['converged']} | {_fmt(*s['epoch_s'], s['n'], digits=1)} | {s['memory_mib']:.0f} ({s['memory_kind']}) | {s['parameters']:,} |"
         )
     return lines + [""]
 
@@ -296,7 +355,7 @@ def plot_dataset(dataset: str, records: list[dict], plot_dir: Path) -> list[Path
         ax.tick_params(axis="x", rotation=45, labelsize=8)
     fig.suptitle(f"{dataset}: test metrics (mean ± std over seeds)")
     fig.tight_layout()
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", dataset).strip("-")
+    slug = _slug(dataset)
     paths.append(plot_dir / f"{slug}-metrics.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
@@ -315,6 +374,82 @@ def plot_dataset(dataset: str, records: list[dict], plot_dir: Path) -> list[Path
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def mean_curve(records: list[dict], metric: str) -> dict[str, list[float]]:
+    """One row's learning curve, mean over its runs (seeds): per epoch index, the mean epoch,
+    wall time, train loss and validation ``metric`` of the runs that reached that epoch
+    (a run that stopped early leaves the later means to the others)."""
+    by_index: dict[int, list[dict]] = defaultdict(list)
+    for r in records:
+        for i, point in enumerate(r.get("curve") or []):
+            by_index[i].append(point)
+    out: dict[str, list[float]] = {"epoch": [], "wall_s": [], "train_loss": [], "valid": [], "runs": []}
+    for i in sorted(by_index):
+        points = by_index[i]
+        valid = [p["valid"][metric] for p in points if metric in (p.get("valid") or {})]
+        out["epoch"].append(statistics.fmean(p["epoch"] for p in points))
+        out["wall_s"].append(statistics.fmean(p["wall_s"] for p in points))
+        out["train_loss"].append(statistics.fmean(p["train_loss"] for p in points))
+        out["valid"].append(statistics.fmean(valid) if valid else math.nan)
+        out["runs"].append(len(points))
+    return out
+
+
+def curve_metric(records: list[dict]) -> str | None:
+    """The validation metric the curves of a table show: the runs' ``valid_metric`` (lower
+    case, as in the records), else the first metric the curves hold; None without curves."""
+    for r in records:
+        if r.get("curve"):
+            metric = str(r.get("config", {}).get("valid_metric") or "").lower()
+            keys = {k for p in r["curve"] for k in (p.get("valid") or {})}
+            if metric in keys:
+                return metric
+            if keys:
+                return sorted(keys)[0]
+    return None
+
+
+def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]:
+    """Learning curves of a table's rows whose records have them (one line per row, mean
+    over seeds): validation metric vs epoch and vs wall time, train loss vs epoch; one PNG,
+    or none when no record has a curve."""
+    metric = curve_metric(records)
+    if metric is None:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_row: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("curve"):
+            by_row[label(r)].append(r)
+    fig, (ax_e, ax_t, ax_l) = plt.subplots(1, 3, figsize=(13, 3.8))
+    for i, (row, rs) in enumerate(sorted(by_row.items())):
+        c = mean_curve(rs, metric)
+        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2}
+        ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(rs)})", **style)
+        ax_t.plot(c["wall_s"], c["valid"], **style)
+        ax_l.plot(c["epoch"], c["train_loss"], **style)
+    ax_e.set(xlabel="epoch", ylabel=f"valid {metric}", title=f"valid {metric} vs epoch")
+    ax_t.set(xlabel="seconds since training start", ylabel=f"valid {metric}", title=f"valid {metric} vs wall time")
+    ax_l.set(xlabel="epoch", ylabel="train loss", title="train loss vs epoch")
+    for ax in (ax_e, ax_t, ax_l):
+        ax.grid(alpha=0.3)
+    fig.legend(*ax_e.get_legend_handles_labels(), loc="center right", fontsize=7, title="row (runs)", title_fontsize=7)
+    fig.suptitle(f"{dataset}: learning curves, mean over seeds", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    path = plot_dir / f"{_slug(dataset)}-curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
 
 
 CLAIM_KEYS = ("claim", "source", "better", "worse", "metric")
@@ -424,6 +559,11 @@ def render(root: Path, doc: Path, plot_dir: Path, claims: list[dict] | None = No
                 lines += train_table(name, records)
                 for path in plot_dataset(name, records, plot_dir):
                     lines += [f"![{path.stem}]({os.path.relpath(path, doc.parent)})", ""]
+                curves = plot_curves(name, records, plot_dir)
+                if curves:
+                    lines += ["Learning curves (mean over seeds; past the epoch where a seed stopped early, "
+                              "the mean of the seeds still training; the legend counts a row's runs):", ""]
+                    lines += [f"![{path.stem}]({os.path.relpath(path, doc.parent)})" for path in curves] + [""]
             else:
                 lines += throughput_table(name, records)
     if claims:

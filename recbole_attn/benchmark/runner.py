@@ -5,6 +5,9 @@ peak memory is the run's own), through the same runner as ``run_recbole_attn.py`
 parent appends each run's record to ``<out>/records.jsonl`` as soon as it ends; a failed
 run is recorded with ``status: failed`` and its error, and the others go on. ``--resume``
 skips the runs recorded as ok; a malformed line is skipped with a warning (``read_records``).
+A training run's record holds its learning curve (``curve``: each epoch's train loss,
+validation metrics and seconds since training began), its ``epoch_cap`` and whether early
+stopping ended it before the cap (``stopped_early``).
 
 With ``--throughput`` each run instead measures training steps through RecBole's data
 loader against the same model's forward+backward on the same batches already on the
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 
 from recbole_attn.benchmark.environment import child_env, environment, repo_path
-from recbole_attn.benchmark.timing import time_epochs
+from recbole_attn.benchmark.timing import record_curve, stopped_early, time_epochs
 
 THROUGHPUT_STEPS = 50
 
@@ -77,7 +80,12 @@ def measure_throughput(trainer, train_data, device, steps: int = THROUGHPUT_STEP
 
 def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, object]:
     """Train and test the model of ``config`` (or measure its throughput), timing each
-    epoch: (the record's measurements, the trainer, the test data)."""
+    epoch: (the record's measurements, the trainer, the test data).
+
+    A training run's measurements hold its learning curve (``curve``: per epoch the train
+    loss, the validation metrics and the seconds since training began, see
+    ``record_curve``), the epoch cap and whether early stopping ended it before the cap
+    (``stopped_early``; False: the run was not converged by the early-stopping rule)."""
     import torch
     from recbole.utils import init_seed
 
@@ -97,12 +105,16 @@ def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, objec
         out["throughput"] = measure_throughput(trainer, train_data, device)
     else:
         epoch_times = time_epochs(trainer)
+        curve = record_curve(trainer)
         best_valid_score, best_valid = trainer.fit(
             train_data, valid_data, saved=True, show_progress=False
         )
         test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
         out.update(
             epochs_trained=len(epoch_times),
+            epoch_cap=int(config["epochs"]),
+            stopped_early=stopped_early(trainer),
+            curve=curve,
             median_epoch_s=statistics.median(epoch_times) if epoch_times else None,
             best_valid_score=float(best_valid_score),
             best_valid=as_floats(best_valid),
@@ -137,7 +149,8 @@ def _ranker_run(ranker_config, rerank_config) -> dict:
         "model": ranker_config["model"],
         "checkpoint": str(stem.with_suffix(".pth")),
         "options_sha1": digest,
-        **{k: measured[k] for k in ("parameters", "epochs_trained", "median_epoch_s", "best_valid", "test")},
+        **{k: measured[k] for k in ("parameters", "epochs_trained", "median_epoch_s", "best_valid", "test",
+                                    "epoch_cap", "stopped_early", "curve")},
     }
     tmp = meta.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run))
@@ -218,6 +231,14 @@ def append_record(path: Path, record: dict) -> None:
         f.write((json.dumps(record) + "\n").encode("utf-8"))
 
 
+def _absolute_data_path(override: str) -> str:
+    """``--data_path=rel`` made absolute from the current folder; other overrides as they are."""
+    key, _, value = override.partition("=")
+    if key == "--data_path" and value and not Path(value).expanduser().is_absolute():
+        return f"--data_path={Path(value).resolve()}"
+    return override
+
+
 def run_benchmark(
     models: list[str],
     dataset: str,
@@ -234,7 +255,9 @@ def run_benchmark(
 ) -> list[dict]:
     """Train every model x seed in its own process; append one record per run to records.jsonl.
 
-    ``overrides`` are ``--key=value`` strings, given to every run's command line. With
+    ``overrides`` are ``--key=value`` strings, given to every run's command line (a relative
+    ``--data_path`` is read from the current folder, and recorded as given, so the record's
+    command works from the same folder on another machine). With
     ``resume``, runs that already have a successful record with the same options are skipped.
     ``ranker``: the models are re-rankers (PRM) of this ranker's lists, see ``train_one``.
     """
@@ -254,6 +277,7 @@ def run_benchmark(
         return tuple(json.dumps(r.get(k)) for k in ("kind", "model", "label", "dataset", "seed", "config_files",
                                                     "overrides", "ranker", "ranker_config_files"))
 
+    child_overrides = [_absolute_data_path(o) for o in overrides or []]  # the child runs in out_dir
     done = set()
     if resume and records_file.is_file():
         done = {key("", 0, r) for r in read_records(records_file) if r.get("status") == "ok"}
@@ -273,7 +297,7 @@ def run_benchmark(
         }
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "recbole_attn.benchmark.runner", "--child", json.dumps(job), *(overrides or [])],
+            [sys.executable, "-m", "recbole_attn.benchmark.runner", "--child", json.dumps(job), *child_overrides],
             capture_output=True,
             text=True,
             cwd=out_dir,

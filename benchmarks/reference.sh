@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The reference grid: every model trained to convergence (early stopping, patience 10, a
+# 200-epoch cap; benchmarks/presets/ref-*.yaml), 3 seeds, from the public raw data.
+#
+#   bash benchmarks/reference.sh [RAW [DATA]]
+#   recbole-attn report benchmarks/records/ref --doc docs/results.md --plots docs/img/ref
+#
+# RAW: folder of the raw public files (default $RAW, else ../shared/data), laid out as
+#   amazon-s3rec/Beauty.txt, amazon-s3rec/Beauty_item2attributes.json and
+#   taobao-userbehavior/UserBehavior_head.csv; each file can also be named on its own with
+#   BEAUTY_SEQ, BEAUTY_ATTRIBUTES and TAOBAO_CSV. ml-100k comes with RecBole.
+# DATA: folder that receives the converted atomic files (default $DATA, else
+#   benchmarks/scratch/data). Keep it relative to the repository: the records keep
+#   `--data_path` as given, so each row's command pastes from the repository root anywhere.
+#
+# Grid: ml-100k, full ranking: SASRec, SASRecF, GRU4Rec, FDSA, AttRec (20 positions) and the
+# cloze models BERT4Rec, AttnBERT4Rec, NOVABERT, NOVABERT-invasive, NOVABERT-behavior (21:
+# one for the mask token, so every model reads 20 items); PRM on SASRec's and AttRec's
+# lists. ml-100k and the Taobao head, labelled protocol: AttnDIN, AttnDIEN, ATRank, BST,
+# RecBole's DIN and DIEN. Beauty: on a CPU only NOVABERT, NOVABERT-invasive, AttnBERT4Rec
+# and SASRecF at one seed (tables then say "seeds 1"); on a GPU every sequential model at
+# 3 seeds, and ml-100k and Beauty's sequential grid again at 50 positions (51).
+#
+# Parallel: JOBS processes at a time (default 2 on a CPU, each with one torch thread: a
+# 2-core CPU is busy without the runs slowing each other; 4 on a GPU machine). Each job is
+# one row at one seed with its own --out folder under OUT (default benchmarks/records/ref),
+# taken from one queue by whichever process is free; rerunning the script skips every run
+# already recorded (--resume), whatever JOBS was. Logs: OUT/logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RAW=${1:-${RAW:-../shared/data}}
+DATA=${2:-${DATA:-benchmarks/scratch/data}}
+OUT=${OUT:-benchmarks/records/ref}
+SEEDS=${SEEDS:-1 2 3}
+export OMP_NUM_THREADS=1
+GPU=$(python -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null || echo False)
+if [ "$GPU" = True ]; then JOBS=${JOBS:-4}; else JOBS=${JOBS:-2}; fi
+BEAUTY_SEQ=${BEAUTY_SEQ:-$RAW/amazon-s3rec/Beauty.txt}
+BEAUTY_ATTRIBUTES=${BEAUTY_ATTRIBUTES:-$RAW/amazon-s3rec/Beauty_item2attributes.json}
+TAOBAO_CSV=${TAOBAO_CSV:-$RAW/taobao-userbehavior/UserBehavior_head.csv}
+P=benchmarks/presets
+
+# ---------------------------------------------------------------- raw data -> atomic files
+need() { [ -f "$1" ] || { echo "reference.sh: no such file: $1 (set $2, or RAW to the folder of the raw data)" >&2; exit 2; }; }
+if [ ! -f "$DATA/beauty/beauty.inter" ]; then
+  need "$BEAUTY_SEQ" BEAUTY_SEQ; need "$BEAUTY_ATTRIBUTES" BEAUTY_ATTRIBUTES
+  recbole-attn convert s3rec --seq "$BEAUTY_SEQ" --attributes "$BEAUTY_ATTRIBUTES" --name beauty --out "$DATA"
+fi
+if [ ! -f "$DATA/taobao/taobao.inter" ]; then
+  need "$TAOBAO_CSV" TAOBAO_CSV
+  recbole-attn convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
+fi
+
+# ---------------------------------------------------------------- the queue of jobs
+mkdir -p "$OUT/logs"
+QUEUE=$(mktemp) COUNTER=$(mktemp) FAILED=$(mktemp)
+trap 'rm -f "$QUEUE" "$COUNTER" "$COUNTER.lock" "$FAILED"' EXIT
+echo 0 > "$COUNTER"
+# job NAME ARGS...: one `recbole-attn benchmark` run list, recorded in OUT/NAME
+job() { printf '%q ' "$@" >> "$QUEUE"; echo >> "$QUEUE"; }
+
+# seq_grid TABLE DATASET SEEDS LENGTH CONFIG_FILES [extra args]: the sequential models
+seq_grid() {
+  local table=$1 ds=$2 seeds=$3 len=$4 files=$5; shift 5
+  local base=(--dataset "$ds" --config_files "$files" "$@")
+  local cloze=(--MAX_ITEM_LIST_LENGTH=$((len + 1)))  # the mask token's position on top
+  local side=() s m
+  [ "$ds" = beauty ] && side=(--item_side_fields='[]')  # the preset's item side fields are NOVABERT's
+  for s in $seeds; do
+    for m in SASRec SASRecF GRU4Rec FDSA AttRec; do job "$table/$m/seed$s" --models $m --seeds $s "${base[@]}"; done
+    job "$table/BERT4Rec/seed$s" --models BERT4Rec --seeds $s "${base[@]}" "${cloze[@]}"
+    job "$table/AttnBERT4Rec/seed$s" --models AttnBERT4Rec --seeds $s "${base[@]}" "${cloze[@]}" "${side[@]}"
+    job "$table/NOVABERT/seed$s" --models NOVABERT --seeds $s "${base[@]}" "${cloze[@]}"
+    job "$table/NOVABERT-invasive/seed$s" --models NOVABERT --label NOVABERT-invasive --seeds $s "${base[@]}" \
+      "${cloze[@]}" --attention_type=invasive
+    if [ "$ds" = ml-100k ]; then  # behaviour side information: rating and time (the NOVA paper's setting)
+      job "$table/NOVABERT-behavior/seed$s" --models NOVABERT --label NOVABERT-behavior --seeds $s "${base[@]}" \
+        "${cloze[@]}" "--behavior_side_fields=['rating', 'timestamp']"
+    fi
+  done
+}
+
+# ctr_grid TABLE DATASET [extra args]: the target-item models, labelled protocol
+ctr_grid() {
+  local table=$1 ds=$2 s m; shift 2
+  for s in $SEEDS; do
+    for m in DIEN AttnDIEN ATRank AttnDIN BST DIN; do  # RecBole's DIEN, the slowest, first
+      job "$table/$m/seed$s" --models $m --seeds $s --dataset "$ds" --config_files "$P/ref-ctr-$ds.yaml" "$@"
+    done
+  done
+}
+
+ctr_grid ml-100k-ctr ml-100k
+ctr_grid taobao-ctr taobao --data_path="$DATA"
+seq_grid ml-100k ml-100k "$SEEDS" 20 "$P/ref-ml-100k.yaml"
+for s in $SEEDS; do  # PRM: its ranker trained once per seed (ref-ml-100k.yaml), in the job's folder
+  for ranker in SASRec AttRec; do
+    job "ml-100k-prm/$ranker/seed$s" --models PRM --ranker $ranker --seeds $s --dataset ml-100k \
+      --config_files "$P/ref-prm-ml-100k.yaml" --ranker_config_files "$P/ref-ml-100k.yaml"
+  done
+done
+if [ "$GPU" = True ]; then
+  seq_grid beauty beauty "$SEEDS" 20 "$P/ref-beauty.yaml" --data_path="$DATA"
+  seq_grid ml-100k-len50 ml-100k "$SEEDS" 50 "$P/ref-ml-100k.yaml $P/ref-len50.yaml"
+  seq_grid beauty-len50 beauty "$SEEDS" 50 "$P/ref-beauty.yaml $P/ref-len50.yaml" --data_path="$DATA"
+else  # one seed each, the models of the NOVABERT and BERT4Rec claims
+  base=(--seeds 1 --dataset beauty --config_files "$P/ref-beauty.yaml" --data_path="$DATA")
+  job beauty/NOVABERT/seed1 --models NOVABERT "${base[@]}" --MAX_ITEM_LIST_LENGTH=21
+  job beauty/NOVABERT-invasive/seed1 --models NOVABERT --label NOVABERT-invasive "${base[@]}" \
+    --MAX_ITEM_LIST_LENGTH=21 --attention_type=invasive
+  job beauty/AttnBERT4Rec/seed1 --models AttnBERT4Rec "${base[@]}" --MAX_ITEM_LIST_LENGTH=21 --item_side_fields='[]'
+  job beauty/SASRecF/seed1 --models SASRecF "${base[@]}"
+fi
+
+# ---------------------------------------------------------------- JOBS workers on the queue
+next_job() {  # the next job's line number (1-based), taken under a lock
+  local n
+  {
+    flock 9
+    n=$(($(cat "$COUNTER") + 1))
+    echo "$n" > "$COUNTER"
+  } 9> "$COUNTER.lock"
+  echo "$n"
+}
+worker() {
+  local id=$1 n line name
+  while n=$(next_job) && line=$(sed -n "${n}p" "$QUEUE") && [ -n "$line" ]; do
+    eval "set -- $line"
+    name=$1; shift
+    echo "[$(date +%H:%M:%S)] worker $id: $name"
+    if ! recbole-attn benchmark --out "$OUT/$name" --resume --no-progress "$@" \
+        >> "$OUT/logs/${name//\//_}.log" 2>&1; then
+      echo "$name" >> "$FAILED"
+    fi
+  done
+}
+echo "reference.sh: $(wc -l < "$QUEUE") jobs, $JOBS at a time (GPU: $GPU), records in $OUT"
+for i in $(seq "$JOBS"); do worker "$i" & done
+wait
+if [ -s "$FAILED" ]; then
+  echo "reference.sh: runs failed in (see $OUT/logs/ and each records.jsonl; rerun to retry them):" >&2
+  sed 's/^/  /' "$FAILED" >&2
+  exit 1
+fi
+echo "reference.sh: done; now: recbole-attn report $OUT --doc docs/results.md --plots docs/img/ref"
