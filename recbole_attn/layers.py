@@ -232,6 +232,36 @@ class TargetAttention(nn.Module):
         pooled = torch.einsum("bl,bld->bd", scores, hist)
         return pooled, scores
 
+    def shared(self, hist: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
+        """Every row's history against every candidate, equal to ``forward`` pair by pair in
+        eval mode: hist [B, L, D], targets [C, D], mask [B, L] -> (pooled [B, C, D],
+        weights [B, C, L]).
+
+        The first layer on [e, v, e - v, e * v] is e (W1 + W3) + v (W2 - W3) + (e * v) W4:
+        the history term is computed once per row, the candidate term once per candidate,
+        only the product term (and the layers after it) per pair; real positions only.
+        """
+        first = self.mlp.net[0] if len(self.mlp.net) else self.out
+        w1, w2, w3, w4 = first.weight.chunk(4, dim=1)  # [H1, D] each
+        real_hist = hist[mask]  # [R, D]
+        hist_term = real_hist @ (w1 + w3).t()  # [R, H1]
+        target_term = F.linear(targets, w2 - w3, first.bias)  # [C, H1]
+        x = (real_hist.unsqueeze(1) * targets.unsqueeze(0)) @ w4.t()  # [R, C, H1]
+        x = x + hist_term.unsqueeze(1) + target_term.unsqueeze(0)
+        if len(self.mlp.net):
+            x = self.out(self.mlp.net[1:](x))
+        real_scores = x.squeeze(-1) * self.scale  # [R, C]
+        b, length = mask.shape
+        c = targets.shape[0]
+        scores = hist.new_zeros(b, length, c)
+        scores[mask] = real_scores
+        scores = scores.transpose(1, 2)  # [B, C, L]
+        keys = mask.unsqueeze(1)
+        if self.softmax:
+            scores = scores.masked_fill(~keys, float("-inf")).softmax(-1)
+            scores = torch.where(keys, scores, torch.zeros_like(scores))
+        return torch.einsum("bcl,bld->bcd", scores, hist), scores
+
 
 class FeatureTableEmbedding(nn.Module):
     """An id -> [id embedding (+) one embedding per feature field of its table].
