@@ -223,8 +223,11 @@ class TargetAttention(nn.Module):
         """hist [B, L, D], target [B, D], mask [B, L] bool (True = real) -> (pooled [B, D], weights [B, L])."""
         target = target.unsqueeze(1).expand_as(hist)
         real_hist, real_target = hist[mask], target[mask]  # [R, D]
-        feats = torch.cat([real_hist, real_target, real_hist - real_target, real_hist * real_target], -1)
-        real_scores = self.out(self.mlp(feats)).squeeze(-1) * self.scale  # [R]
+        if self.training:
+            feats = torch.cat([real_hist, real_target, real_hist - real_target, real_hist * real_target], -1)
+            real_scores = self.out(self.mlp(feats)).squeeze(-1) * self.scale  # [R]
+        else:  # the same function, half the first layer's work (see ``unit``)
+            real_scores = self.unit(real_hist, real_target)
         scores = hist.new_zeros(mask.shape).masked_scatter(mask, real_scores)
         if self.softmax:
             scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
@@ -232,25 +235,27 @@ class TargetAttention(nn.Module):
         pooled = torch.einsum("bl,bld->bd", scores, hist)
         return pooled, scores
 
+    def unit(self, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scaled scores of the unit on [e, v, e - v, e * v] for hist e [..., D] and target v
+        [..., D] (broadcast) -> [...]. The first layer is computed as e (W1 + W3) +
+        v (W2 - W3) + (e * v) W4, so e's and v's terms are computed at their own shape."""
+        first = self.mlp.net[0] if len(self.mlp.net) else self.out
+        w1, w2, w3, w4 = first.weight.chunk(4, dim=1)  # [H1, D] each
+        x = (hist * target) @ w4.t() + hist @ (w1 + w3).t() + F.linear(target, w2 - w3, first.bias)
+        if len(self.mlp.net):
+            x = self.out(self.mlp.net[1:](x))
+        return x.squeeze(-1) * self.scale
+
     def shared(self, hist: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
         """Every row's history against every candidate, equal to ``forward`` pair by pair in
         eval mode: hist [B, L, D], targets [C, D], mask [B, L] -> (pooled [B, C, D],
         weights [B, C, L]).
 
-        The first layer on [e, v, e - v, e * v] is e (W1 + W3) + v (W2 - W3) + (e * v) W4:
-        the history term is computed once per row, the candidate term once per candidate,
-        only the product term (and the layers after it) per pair; real positions only.
+        Through ``unit``: the history term of the first layer is computed once per row,
+        the candidate term once per candidate, only the product term (and the layers after
+        it) per pair; real positions only.
         """
-        first = self.mlp.net[0] if len(self.mlp.net) else self.out
-        w1, w2, w3, w4 = first.weight.chunk(4, dim=1)  # [H1, D] each
-        real_hist = hist[mask]  # [R, D]
-        hist_term = real_hist @ (w1 + w3).t()  # [R, H1]
-        target_term = F.linear(targets, w2 - w3, first.bias)  # [C, H1]
-        x = (real_hist.unsqueeze(1) * targets.unsqueeze(0)) @ w4.t()  # [R, C, H1]
-        x = x + hist_term.unsqueeze(1) + target_term.unsqueeze(0)
-        if len(self.mlp.net):
-            x = self.out(self.mlp.net[1:](x))
-        real_scores = x.squeeze(-1) * self.scale  # [R, C]
+        real_scores = self.unit(hist[mask].unsqueeze(1), targets.unsqueeze(0))  # [R, C]
         b, length = mask.shape
         c = targets.shape[0]
         scores = hist.new_zeros(b, length, c)
