@@ -239,9 +239,20 @@ class TargetAttention(nn.Module):
         """Scaled scores of the unit on [e, v, e - v, e * v] for hist e [..., D] and target v
         [..., D] (broadcast) -> [...]. The first layer is computed as e (W1 + W3) +
         v (W2 - W3) + (e * v) W4, so e's and v's terms are computed at their own shape."""
+        first, w_hist, w_target, w_prod = self._split_first()
+        x = (hist * target) @ w_prod.t()
+        x += hist @ w_hist.t()
+        x += F.linear(target, w_target, first.bias)
+        return self._after_first(x)
+
+    def _split_first(self):
+        """First layer and its weights [H1, D] on e, v and e * v: W1 + W3, W2 - W3, W4."""
         first = self.mlp.net[0] if len(self.mlp.net) else self.out
-        w1, w2, w3, w4 = first.weight.chunk(4, dim=1)  # [H1, D] each
-        x = (hist * target) @ w4.t() + hist @ (w1 + w3).t() + F.linear(target, w2 - w3, first.bias)
+        w1, w2, w3, w4 = first.weight.chunk(4, dim=1)
+        return first, w1 + w3, w2 - w3, w4
+
+    def _after_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers after the first: [..., H1] -> scaled scores [...]."""
         if len(self.mlp.net):
             x = self.out(self.mlp.net[1:](x))
         return x.squeeze(-1) * self.scale
@@ -251,11 +262,17 @@ class TargetAttention(nn.Module):
         eval mode: hist [B, L, D], targets [C, D], mask [B, L] -> (pooled [B, C, D],
         weights [B, C, L]).
 
-        Through ``unit``: the history term of the first layer is computed once per row,
-        the candidate term once per candidate, only the product term (and the layers after
-        it) per pair; real positions only.
+        The first layer of a history item e and candidate v is e (W1 + W3 + diag(v) W4) +
+        v (W2 - W3) + b: one [D, H1] matrix and one bias per candidate, then one batched
+        matmul over the real positions (no [e, v, e - v, e * v] per pair); the layers after
+        it run per pair.
         """
-        real_scores = self.unit(hist[mask].unsqueeze(1), targets.unsqueeze(0))  # [R, C]
+        first, w_hist, w_target, w_prod = self._split_first()
+        per_target = w_hist.t() + targets.unsqueeze(-1) * w_prod.t()  # [C, D, H1]
+        bias = F.linear(targets, w_target, first.bias).unsqueeze(1)  # [C, 1, H1]
+        real_hist = hist[mask]  # [R, D]
+        x = torch.baddbmm(bias, real_hist.expand(targets.shape[0], -1, -1), per_target)  # [C, R, H1]
+        real_scores = self._after_first(x).t()  # [R, C]
         b, length = mask.shape
         c = targets.shape[0]
         scores = hist.new_zeros(b, length, c)
