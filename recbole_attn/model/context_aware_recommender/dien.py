@@ -128,10 +128,11 @@ class AttentionalGRU(nn.Module):
         """
         return self.recur(self.input_proj(inputs), mask, attention)
 
-    def recur(self, projected: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None = None):
+    def recur(self, projected: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None = None, all_states: bool = True):
         """The loop of ``forward`` on input projections [..., L, G*H]; mask [..., L] and
         attention [..., L] broadcast against them (e.g. [B, 1, L, G*H] projections of a
-        history shared by [B, C, L] candidates' attention) -> ([..., L, H], [..., H])."""
+        history shared by [B, C, L] candidates' attention) -> ([..., L, H] or None without
+        ``all_states``, [..., H])."""
         if self.kind != "GRU" and attention is None:
             raise ValueError(f"{self.kind} needs attention scores")
         length = projected.shape[-2]
@@ -155,8 +156,9 @@ class AttentionalGRU(nn.Module):
                 if self.kind == "AUGRU":
                     u = a_t * u
             h = torch.where(keep, h + u * (candidate - h), h)
-            states.append(h)
-        return torch.stack(states, dim=-2), h
+            if all_states:
+                states.append(h)
+        return (torch.stack(states, dim=-2) if all_states else None), h
 
 
 class AttnDIEN(SequentialRecommender):
@@ -444,8 +446,8 @@ class AttnDIEN(SequentialRecommender):
         proj = self.evolver.input_proj
         if self.gru_type == "AIGRU":  # W (a_t h_t) + b = a_t (W h_t) + b
             projected = weights.unsqueeze(-1) * F.linear(h, proj.weight).unsqueeze(1) + proj.bias
-            return self.evolver.recur(projected, mask.unsqueeze(1))[1]
-        return self.evolver.recur(proj(h).unsqueeze(1), mask.unsqueeze(1), weights)[1]
+            return self.evolver.recur(projected, mask.unsqueeze(1), all_states=False)[1]
+        return self.evolver.recur(proj(h).unsqueeze(1), mask.unsqueeze(1), weights, all_states=False)[1]
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         """Click probabilities of every item for each row: [B, N], ``full_sort_chunk``
