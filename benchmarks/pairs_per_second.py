@@ -8,7 +8,9 @@ user, time), puts the model in eval mode and times ``full_sort_predict`` over ev
 ``--batch`` users at a time, after one warm-up batch. Prints and writes a JSON record
 (``--out``, default ``benchmarks/records/pairs_per_second/``) with the git SHA (and
 whether the tree was dirty), torch version, thread count, chunk size and pairs/s.
-Not a test: nothing is asserted.
+With ``--labelled``, also times one pass of ``predict`` over the validation rows of
+RecBole's labelled protocol (the dataset's eval_args, e.g. positive + 100 negatives per
+user). Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="users per full_sort_predict call [>=1]")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=None, help="full_sort_chunk (default: the model's YAML)")
+    parser.add_argument("--labelled", action="store_true", help="also time predict over the validation rows")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "records" / "pairs_per_second"))
     args = parser.parse_args()
 
@@ -52,7 +55,7 @@ def main() -> None:
         overrides["full_sort_chunk"] = args.chunk
     config = Config(model=args.model, dataset=args.dataset, config_dict=overrides)
     torch.set_num_threads(args.threads)
-    _, train_data, _, _, model, _ = prepare(config, log=False, with_trainer=False)
+    _, train_data, valid_data, _, model, _ = prepare(config, log=False, with_trainer=False)
     torch.set_num_threads(args.threads)
     feat = train_data._dataset.inter_feat
     users = feat[model.USER_ID]
@@ -69,6 +72,13 @@ def main() -> None:
         for i in range(0, len(batch), args.batch):
             model.full_sort_predict(batch[i : i + args.batch])
         seconds = time.perf_counter() - start
+        labelled = None
+        if args.labelled:
+            batches = [b[0] if isinstance(b, tuple) else b for b in valid_data]
+            start = time.perf_counter()
+            for rows_ in batches:
+                model.predict(rows_)
+            labelled = {"rows": sum(len(b) for b in batches), "seconds": round(time.perf_counter() - start, 3)}
     pairs = len(batch) * n_items
     record = {
         "benchmark": "pairs_per_second",
@@ -81,6 +91,7 @@ def main() -> None:
         "mean_history": float(batch[model.ITEM_SEQ_LEN].float().mean()),
         "seconds": round(seconds, 3),
         "pairs_per_second": round(pairs / seconds, 1),
+        "labelled_eval": labelled,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
