@@ -181,6 +181,8 @@ class AttnDIEN(SequentialRecommender):
     - Final MLP over BN([user, e_a, sum e, e_a * sum e, h'_T]) -> one logit -> ``mlp_input``,
       ``forward``.
     - Loss (eq. 12): L = L_target (BCE) + alpha * L_aux -> ``calculate_loss``.
+    - Ranking all items: the extractor once per row, the evolving layer's history side
+      once per row (eval mode) -> ``full_sort_predict``, ``evolve_shared``.
     """
 
     input_type = InputType.POINTWISE

@@ -128,6 +128,8 @@ class AttnDIN(SequentialRecommender):
     - Fig. 2 / code: BN([user profile,] u, v_A, u * v_A) -> MLP -> logit + b_A ->
       ``mlp_input`` and ``forward``; sigmoid -> ``predict``.
     - Dice, eq. 9 -> ``recbole_attn.layers.Dice``.
+    - Ranking all items (eval mode): eq. 3's first layer split into a history, a candidate
+      and a product term, the history embedded once per row -> ``full_sort_predict``.
     - Loss, eq. 2 (log loss) plus mini-batch aware regularisation, eq. 6-8 ->
       ``calculate_loss`` / ``regularization``.
 
