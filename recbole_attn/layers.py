@@ -223,27 +223,14 @@ class TargetAttention(nn.Module):
         """hist [B, L, D], target [B, D], mask [B, L] bool (True = real) -> (pooled [B, D], weights [B, L])."""
         target = target.unsqueeze(1).expand_as(hist)
         real_hist, real_target = hist[mask], target[mask]  # [R, D]
-        if self.training:
-            feats = torch.cat([real_hist, real_target, real_hist - real_target, real_hist * real_target], -1)
-            real_scores = self.out(self.mlp(feats)).squeeze(-1) * self.scale  # [R]
-        else:  # the same function, half the first layer's work (see ``unit``)
-            real_scores = self.unit(real_hist, real_target)
+        feats = torch.cat([real_hist, real_target, real_hist - real_target, real_hist * real_target], -1)
+        real_scores = self.out(self.mlp(feats)).squeeze(-1) * self.scale  # [R]
         scores = hist.new_zeros(mask.shape).masked_scatter(mask, real_scores)
         if self.softmax:
             scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
             scores = torch.where(mask, scores, torch.zeros_like(scores))  # all-padding rows: 0, not NaN
         pooled = torch.einsum("bl,bld->bd", scores, hist)
         return pooled, scores
-
-    def unit(self, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scaled scores of the unit on [e, v, e - v, e * v] for hist e [..., D] and target v
-        [..., D] (broadcast) -> [...]. The first layer is computed as e (W1 + W3) +
-        v (W2 - W3) + (e * v) W4, so e's and v's terms are computed at their own shape."""
-        first, w_hist, w_target, w_prod = self._split_first()
-        x = (hist * target) @ w_prod.t()
-        x += hist @ w_hist.t()
-        x += F.linear(target, w_target, first.bias)
-        return self._after_first(x)
 
     def _split_first(self):
         """First layer and its weights [H1, D] on e, v and e * v: W1 + W3, W2 - W3, W4."""

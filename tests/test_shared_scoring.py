@@ -68,22 +68,20 @@ def test_shared_full_sort_equals_per_pair_predict(case):
 
 @pytest.mark.parametrize("hidden", [[8, 4], []])
 def test_split_first_layer_equals_the_unit_on_the_concatenated_input(hidden):
-    """Eval mode's split first layer (``unit``, ``shared``) against the unit on
-    [e, v, e - v, e * v] (training mode's path), with an activation free of batch statistics."""
+    """``TargetAttention.shared`` (first layer split into history, candidate and product
+    terms) against ``forward`` on [e, v, e - v, e * v], one candidate at a time."""
     from recbole_attn.layers import TargetAttention
 
     torch.manual_seed(0)
     unit = TargetAttention(6, hidden, "prelu", softmax=True, scale=0.4)
     for p in unit.parameters():
         torch.nn.init.normal_(p)
+    unit.eval()
     hist, targets = torch.randn(3, 5, 6), torch.randn(4, 6)
     mask = torch.arange(5)[None] < torch.tensor([5, 2, 1])[:, None]
-    row_target = targets[1].expand(3, 6)
-    unit.train()
-    pooled, weights = unit(hist, row_target, mask)  # concatenated input
-    unit.eval()
-    split_pooled, split_weights = unit(hist, row_target, mask)
-    all_pooled, all_weights = unit.shared(hist, targets, mask)
-    assert torch.allclose(split_weights, weights, atol=1e-5) and torch.allclose(split_pooled, pooled, atol=1e-5)
-    assert torch.allclose(all_weights[:, 1], weights, atol=1e-5) and torch.allclose(all_pooled[:, 1], pooled, atol=1e-5)
-    assert not torch.allclose(all_weights[:, 0], weights, atol=1e-3)  # another candidate, other weights
+    all_pooled, all_weights = unit.shared(hist, targets, mask)  # [3, 4, 6], [3, 4, 5]
+    for c in range(4):
+        pooled, weights = unit(hist, targets[c].expand(3, 6), mask)
+        assert torch.allclose(all_weights[:, c], weights, atol=1e-5)
+        assert torch.allclose(all_pooled[:, c], pooled, atol=1e-5)
+    assert not torch.allclose(all_weights[:, 0], all_weights[:, 1], atol=1e-3)  # candidates differ
