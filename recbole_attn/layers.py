@@ -232,6 +232,45 @@ class TargetAttention(nn.Module):
         pooled = torch.einsum("bl,bld->bd", scores, hist)
         return pooled, scores
 
+    def _split_first(self):
+        """First layer and its weights [H1, D] on e, v and e * v: W1 + W3, W2 - W3, W4."""
+        first = self.mlp.net[0] if len(self.mlp.net) else self.out
+        w1, w2, w3, w4 = first.weight.chunk(4, dim=1)
+        return first, w1 + w3, w2 - w3, w4
+
+    def _after_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers after the first: [..., H1] -> scaled scores [...]."""
+        if len(self.mlp.net):
+            x = self.out(self.mlp.net[1:](x))
+        return x.squeeze(-1) * self.scale
+
+    def shared(self, hist: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
+        """Every row's history against every candidate, equal to ``forward`` pair by pair in
+        eval mode: hist [B, L, D], targets [C, D], mask [B, L] -> (pooled [B, C, D],
+        weights [B, C, L]).
+
+        The first layer of a history item e and candidate v is e (W1 + W3 + diag(v) W4) +
+        v (W2 - W3) + b: one [D, H1] matrix and one bias per candidate, then one batched
+        matmul over the real positions (no [e, v, e - v, e * v] per pair); the layers after
+        it run per pair.
+        """
+        first, w_hist, w_target, w_prod = self._split_first()
+        per_target = w_hist.t() + targets.unsqueeze(-1) * w_prod.t()  # [C, D, H1]
+        bias = F.linear(targets, w_target, first.bias).unsqueeze(1)  # [C, 1, H1]
+        real_hist = hist[mask]  # [R, D]
+        x = torch.baddbmm(bias, real_hist.expand(targets.shape[0], -1, -1), per_target)  # [C, R, H1]
+        real_scores = self._after_first(x).t()  # [R, C]
+        b, length = mask.shape
+        c = targets.shape[0]
+        scores = hist.new_zeros(b, length, c)
+        scores[mask] = real_scores
+        scores = scores.transpose(1, 2)  # [B, C, L]
+        keys = mask.unsqueeze(1)
+        if self.softmax:
+            scores = scores.masked_fill(~keys, float("-inf")).softmax(-1)
+            scores = torch.where(keys, scores, torch.zeros_like(scores))
+        return torch.einsum("bcl,bld->bcd", scores, hist), scores
+
 
 class FeatureTableEmbedding(nn.Module):
     """An id -> [id embedding (+) one embedding per feature field of its table].

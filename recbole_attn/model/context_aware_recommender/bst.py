@@ -57,7 +57,6 @@ from recbole_attn.errors import ConfigError
 from recbole_attn.layers import (
     MLP,
     ItemFeatureEmbedding,
-    full_sort_in_chunks,
     time_bucket,
     user_feature_embedding,
     xavier_init,
@@ -191,6 +190,11 @@ class BST(SequentialRecommender):
 
     def _sequence(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedded [history right-aligned, target] [B, T, d] and its mask [B, T] (True = real)."""
+        hist, real = self._history_tokens(interaction)
+        return self._with_target(hist, real, interaction[self.ITEM_ID])
+
+    def _history_tokens(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedded history, right-aligned [B, L, d] (0 at padding), and its mask [B, L]."""
         seq, length = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         b, L = seq.shape
         # right-align: slot k holds history index k - (L - length); negative -> padding
@@ -198,40 +202,52 @@ class BST(SequentialRecommender):
         real = src >= 0
         src = src.clamp(min=0)
         items = torch.where(real, seq.gather(1, src), torch.zeros_like(seq))
-        target = interaction[self.ITEM_ID].unsqueeze(1)
-        all_items = torch.cat([items, target], 1)  # [B, T]
-        mask = torch.cat([real, torch.ones_like(target, dtype=torch.bool)], 1)
         if self.position_feature == "time":
             times = interaction[self.TIME_SEQ].gather(1, src)
             gap = interaction[self.TIME].unsqueeze(1) - times
-            hist_pos = time_bucket(gap, self.num_time_buckets, self.time_unit)
+            positions = time_bucket(gap, self.num_time_buckets, self.time_unit)
         else:  # reversed position: most recent history item 1
-            hist_pos = (L - torch.arange(L, device=seq.device)).unsqueeze(0).expand(b, L)
-        positions = torch.cat([hist_pos, torch.zeros_like(target)], 1)
-        positions = torch.where(mask, positions, torch.zeros_like(positions))
-        if self.position_combine == "concat":
-            x = torch.cat([self.item_embedding(all_items), self.position_embedding(positions)], -1)
-        else:
-            x = self.item_embedding(all_items) + self.position_embedding(positions)
-        return x * mask.unsqueeze(-1), mask
+            positions = (L - torch.arange(L, device=seq.device)).unsqueeze(0).expand(b, L)
+        positions = torch.where(real, positions, torch.zeros_like(positions))
+        return self._token(items, positions) * real.unsqueeze(-1), real
 
-    def _encode(self, interaction):
-        x, mask = self._sequence(interaction)
+    def _token(self, items: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Item (+) position embedding (concat or sum): [...] ids -> [..., d]."""
+        if self.position_combine == "concat":
+            return torch.cat([self.item_embedding(items), self.position_embedding(positions)], -1)
+        return self.item_embedding(items) + self.position_embedding(positions)
+
+    def _with_target(self, hist: torch.Tensor, real: torch.Tensor, items: torch.Tensor):
+        """History tokens [B, L, d] and mask [B, L] with each row's target [B] (position 0)
+        appended -> ([B, T, d], [B, T])."""
+        target = self._token(items, torch.zeros_like(items)).unsqueeze(1)
+        mask = torch.cat([real, torch.ones_like(real[:, :1])], 1)
+        return torch.cat([hist, target], 1), mask
+
+    def _encode(self, interaction, tokens: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Transformer output [B, T, d], mask [B, T] and last-block weights [B, T, T] of the
+        rows of ``interaction`` (or of the given (tokens, mask))."""
+        x, mask = self._sequence(interaction) if tokens is None else tokens
         weights = None
         for block in self.blocks:
             x, weights = block(x, mask)
             x = x * mask.unsqueeze(-1)  # padding slots carry nothing into the next block / the MLP
         return x, mask, weights
 
+    def _logits(self, x: torch.Tensor, user: torch.Tensor | None, items: torch.Tensor) -> torch.Tensor:
+        """MLP over [flattened transformer output [N, T, d], user [N, U], target [N]] -> [N]."""
+        parts = [x.flatten(1)] + ([user] if user is not None else [])
+        if self.target_in_mlp:
+            parts.append(self.item_embedding(items))
+        return self.head(self.mlp(torch.cat(parts, -1))).squeeze(-1)
+
+    def _user(self, interaction) -> torch.Tensor | None:
+        return self.user_embedding(interaction[self.USER_ID]) if self.user_embedding is not None else None
+
     def forward(self, interaction) -> torch.Tensor:
         """Logits [B]."""
         x, _, _ = self._encode(interaction)
-        parts = [x.flatten(1)]
-        if self.user_embedding is not None:
-            parts.append(self.user_embedding(interaction[self.USER_ID]))
-        if self.target_in_mlp:
-            parts.append(self.item_embedding(interaction[self.ITEM_ID]))
-        return self.head(self.mlp(torch.cat(parts, -1))).squeeze(-1)
+        return self._logits(x, self._user(interaction), interaction[self.ITEM_ID])
 
     def attention_weights(self, interaction) -> torch.Tensor:
         """Attention [B, L] of the target (query) over the history in the last block, averaged
@@ -254,5 +270,18 @@ class BST(SequentialRecommender):
         return torch.sigmoid(self.forward(interaction))
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        """Probabilities [B, N] for every item, ``full_sort_chunk`` items at a time."""
-        return full_sort_in_chunks(self.predict, interaction, self.ITEM_ID, self.n_items, self.full_sort_chunk)
+        """Probabilities [B, N] for every item, ``full_sort_chunk`` items at a time; equals
+        ``predict`` pair by pair. The history tokens (embeddings, positions) and the user
+        profile are built once per row; the transformer sees the target, so it runs per pair."""
+        hist, real = self._history_tokens(interaction)
+        user = self._user(interaction)
+        b = hist.shape[0]
+        scores = []
+        for items in torch.arange(self.n_items, device=hist.device).split(self.full_sort_chunk):
+            c = items.numel()
+            pair_items = items.repeat(b)  # [B * C], row-major pairs
+            tokens = self._with_target(hist.repeat_interleave(c, 0), real.repeat_interleave(c, 0), pair_items)
+            x, _, _ = self._encode(interaction, tokens)
+            pair_user = user.repeat_interleave(c, 0) if user is not None else None
+            scores.append(torch.sigmoid(self._logits(x, pair_user, pair_items)).view(b, c))
+        return torch.cat(scores, 1)

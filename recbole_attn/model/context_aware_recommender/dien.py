@@ -126,15 +126,23 @@ class AttentionalGRU(nn.Module):
             states [B, L, H] (a padded step repeats the previous state) and the state
             after the last real step [B, H].
         """
+        return self.recur(self.input_proj(inputs), mask, attention)
+
+    def recur(self, projected: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None = None, all_states: bool = True):
+        """The loop of ``forward`` on input projections [..., L, G*H]; mask [..., L] and
+        attention [..., L] broadcast against them (e.g. [B, 1, L, G*H] projections of a
+        history shared by [B, C, L] candidates' attention) -> ([..., L, H] or None without
+        ``all_states``, [..., H])."""
         if self.kind != "GRU" and attention is None:
             raise ValueError(f"{self.kind} needs attention scores")
-        b, length, _ = inputs.shape
+        length = projected.shape[-2]
         # input projections of all steps at once; unbind (not x[:, t]) so that backward
         # stacks L gradients instead of filling a full [B, L, G*H] tensor per step
-        steps = self.input_proj(inputs).unbind(1)  # L x [B, G*H]
-        keeps = mask.unsqueeze(-1).unbind(1)  # L x [B, 1]
-        scores = attention.unsqueeze(-1).unbind(1) if attention is not None else [None] * length
-        h = inputs.new_zeros(b, self.hidden_size)
+        steps = projected.unbind(-2)  # L x [..., G*H]
+        keeps = mask.unsqueeze(-1).unbind(-2)  # L x [..., 1]
+        scores = attention.unsqueeze(-1).unbind(-2) if attention is not None else [None] * length
+        lead = projected.shape[:-2] if attention is None else torch.broadcast_shapes(projected.shape[:-2], attention.shape[:-1])
+        h = projected.new_zeros(*lead, self.hidden_size)
         states = []
         for x_t, keep, a_t in zip(steps, keeps, scores):
             gx = x_t.chunk(self.n_gates, dim=-1)
@@ -148,8 +156,9 @@ class AttentionalGRU(nn.Module):
                 if self.kind == "AUGRU":
                     u = a_t * u
             h = torch.where(keep, h + u * (candidate - h), h)
-            states.append(h)
-        return torch.stack(states, dim=1), h
+            if all_states:
+                states.append(h)
+        return (torch.stack(states, dim=-2) if all_states else None), h
 
 
 class AttnDIEN(SequentialRecommender):
@@ -172,6 +181,8 @@ class AttnDIEN(SequentialRecommender):
     - Final MLP over BN([user, e_a, sum e, e_a * sum e, h'_T]) -> one logit -> ``mlp_input``,
       ``forward``.
     - Loss (eq. 12): L = L_target (BCE) + alpha * L_aux -> ``calculate_loss``.
+    - Ranking all items: the extractor once per row, the evolving layer's history side
+      once per row (eval mode) -> ``full_sort_predict``, ``evolve_shared``.
     """
 
     input_type = InputType.POINTWISE
@@ -424,17 +435,43 @@ class AttnDIEN(SequentialRecommender):
         hist, user_repr, _ = self._history(interaction)
         return self._logits(hist, user_repr, interaction[self.ITEM_ID])[1]
 
+    def evolve_shared(self, h: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``evolve`` of every row's history h [B, L, D] against every candidate e_a [C, D]
+        -> h'_T [B, C, D]; what depends only on the history (the second GRU of ``GRU``, the
+        evolving GRU's input projections, the attention's history term) once per row."""
+        query = self.query(targets)  # [C, D]
+        if self.gru_type == "GRU":
+            states, _ = self.evolver(h, mask)  # [B, L, D]
+            weights = self.attention.shared(states, query, mask)[1]  # [B, C, L]
+            return torch.einsum("bcl,bld->bcd", weights, states * mask.unsqueeze(-1))
+        weights = self.attention.shared(h, query, mask)[1]
+        proj = self.evolver.input_proj
+        if self.gru_type == "AIGRU":  # W (a_t h_t) + b = a_t (W h_t) + b
+            projected = weights.unsqueeze(-1) * F.linear(h, proj.weight).unsqueeze(1) + proj.bias
+            return self.evolver.recur(projected, mask.unsqueeze(1), all_states=False)[1]
+        return self.evolver.recur(proj(h).unsqueeze(1), mask.unsqueeze(1), weights, all_states=False)[1]
+
     def full_sort_predict(self, interaction) -> torch.Tensor:
         """Click probabilities of every item for each row: [B, N], ``full_sort_chunk``
-        items at a time, equal to ``predict`` item by item."""
+        items at a time, equal to ``predict`` item by item. The interest extractor runs
+        once per row; in eval mode the evolving layer shares its history side too
+        (``evolve_shared``); training mode (batch statistics) evolves pair by pair."""
         hist, user_repr, _ = self._history(interaction)
         b = user_repr.shape[0]
         device = hist["h"].device
         scores = []
-        for start in range(0, self.n_items, self.full_sort_chunk):
-            items = torch.arange(start, min(start + self.full_sort_chunk, self.n_items), device=device)
+        for items in torch.arange(self.n_items, device=device).split(self.full_sort_chunk):
             c = items.numel()
-            rows = {k: v.repeat_interleave(c, dim=0) for k, v in hist.items()}
-            logits, _ = self._logits(rows, user_repr.repeat_interleave(c, dim=0), items.repeat(b))
+            if self.training:
+                rows = {k: v.repeat_interleave(c, dim=0) for k, v in hist.items()}
+                logits, _ = self._logits(rows, user_repr.repeat_interleave(c, dim=0), items.repeat(b))
+            else:
+                target = self.item_embedding(items)  # [C, D]
+                final = self.evolve_shared(hist["h"], hist["mask"], target)  # [B, C, D]
+                e_sum = hist["e_sum"].unsqueeze(1).expand(b, c, -1)
+                target = target.unsqueeze(0).expand(b, c, -1)
+                user = user_repr.unsqueeze(1).expand(b, c, -1)
+                x = torch.cat([user, target, e_sum, target * e_sum, final], dim=-1).reshape(b * c, -1)
+                logits = self.out(self.mlp(self.mlp_norm(x))).squeeze(-1)
             scores.append(torch.sigmoid(logits).view(b, c))
         return torch.cat(scores, dim=1)

@@ -128,6 +128,8 @@ class AttnDIN(SequentialRecommender):
     - Fig. 2 / code: BN([user profile,] u, v_A, u * v_A) -> MLP -> logit + b_A ->
       ``mlp_input`` and ``forward``; sigmoid -> ``predict``.
     - Dice, eq. 9 -> ``recbole_attn.layers.Dice``.
+    - Ranking all items (eval mode): eq. 3's first layer split into a history, a candidate
+      and a product term, the history embedded once per row -> ``full_sort_predict``.
     - Loss, eq. 2 (log loss) plus mini-batch aware regularisation, eq. 6-8 ->
       ``calculate_loss`` / ``regularization``.
 
@@ -209,10 +211,15 @@ class AttnDIN(SequentialRecommender):
         """Normalised input [B, U + 3D] (``mlp_product``; else [B, U + 2D]) of the prediction
         MLP: [user profile, u, e_a, u * e_a], u the (projected) pooled interest."""
         pooled, _, target = self._attend(interaction)
-        interest = self.interest(pooled)  # [B, D]
+        user = self.user_embedding(interaction[self.USER_ID]) if self.user_embedding is not None else None
+        return self._mlp_input(pooled, target, user)
+
+    def _mlp_input(self, pooled: torch.Tensor, target: torch.Tensor, user: torch.Tensor | None) -> torch.Tensor:
+        """``mlp_input`` from pooled history [N, D], target [N, D] and user profile [N, U]."""
+        interest = self.interest(pooled)  # [N, D]
         parts = [interest, target] + ([interest * target] if self.mlp_product else [])
-        if self.user_embedding is not None:
-            parts.insert(0, self.user_embedding(interaction[self.USER_ID]))
+        if user is not None:
+            parts.insert(0, user)
         return self.mlp_norm(torch.cat(parts, -1))
 
     def forward(self, interaction) -> torch.Tensor:
@@ -264,5 +271,26 @@ class AttnDIN(SequentialRecommender):
         return torch.sigmoid(self.forward(interaction))
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        """Probabilities [B, N] for every item, computed ``full_sort_chunk`` items at a time."""
-        return full_sort_in_chunks(self.predict, interaction, self.ITEM_ID, self.n_items, self.full_sort_chunk)
+        """Probabilities [B, N] for every item, ``full_sort_chunk`` items at a time.
+
+        Eval mode shares work across candidates (``TargetAttention.shared``: the history
+        side of the attention's first layer once per row); equals ``predict`` pair by pair.
+        Training mode (batch statistics) scores pair by pair."""
+        if self.training:
+            return full_sort_in_chunks(self.predict, interaction, self.ITEM_ID, self.n_items, self.full_sort_chunk)
+        seq, mask = self._history(interaction)
+        hist = self.item_embedding(seq)  # [B, L, D]
+        user = self.user_embedding(interaction[self.USER_ID]) if self.user_embedding is not None else None
+        b, device = seq.shape[0], seq.device
+        scores = []
+        for items in torch.arange(self.n_items, device=device).split(self.full_sort_chunk):
+            c = items.numel()
+            target = self.item_embedding(items)  # [C, D]
+            pooled, _ = self.attention.shared(hist, target, mask)  # [B, C, D]
+            rows_user = user.repeat_interleave(c, dim=0) if user is not None else None
+            x = self._mlp_input(pooled.reshape(b * c, -1), target.repeat(b, 1), rows_user)  # row-major pairs
+            logits = self.head(self.mlp(x)).view(b, c)
+            if self.item_bias is not None:
+                logits = logits + self.item_bias(items).view(1, c)
+            scores.append(torch.sigmoid(logits))
+        return torch.cat(scores, 1)
