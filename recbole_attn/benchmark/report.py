@@ -171,9 +171,10 @@ def command(records: list[dict]) -> str:
     return " ".join(parts)
 
 
-def commands(records: list[dict]) -> list[str]:
-    """One ``Command:`` line when every row shares its options, else one command per row."""
-    if all(not r.get("label") and not r.get("ranker") and not r.get("superseded") for r in records) \
+def commands(records: list[dict], per_row: bool = False) -> list[str]:
+    """One ``Command:`` line when every row shares its options (unless ``per_row``), else
+    one command per row."""
+    if not per_row and all(not r.get("label") and not r.get("ranker") and not r.get("superseded") for r in records) \
             and _shared_value(records, "overrides") is not None:
         return [f"Command: `{command(records)}`", ""]
     by_label: dict[str, list[dict]] = defaultdict(list)
@@ -258,7 +259,8 @@ def _best(summary: dict[str, dict], metric: str) -> str:
     return pick(summary, key=lambda m: summary[m]["test"].get(metric, (math.nan,))[0])
 
 
-def train_table(dataset: str, records: list[dict]) -> list[str]:
+def train_table(dataset: str, records: list[dict], per_row: bool = False) -> list[str]:
+    """A table's markdown: header, settings, command(s) (one per row with ``per_row``), rows."""
     summary = summarise(records)
     metrics = sorted({m for s in summary.values() for m in s["test"]})
     devices = sorted({r["device"] for r in records})
@@ -274,7 +276,7 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
         " run before the epoch cap; *not converged*: a run reached the cap first, its metric may"
         " still have been rising; *unknown*: runs recorded before this was kept.",
         "",
-        *commands(records),
+        *commands(records, per_row),
         "| model | runs | " + " | ".join(metrics)
         + " | epochs | converged | s/epoch (median per run; mean ± std) | peak memory MiB | parameters |",
         "|---|---|" + "---|" * len(metrics) + "---|---|---|---|---|",

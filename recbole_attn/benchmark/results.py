@@ -157,7 +157,7 @@ def render_results(root: Path, doc: Path, plot_dir: Path, claims: list[dict] | N
         lines += ["Papers' claims judged on these tables, beside the papers' own figures: "
                   "[see below](#papers-claims-on-the-reference-results).", ""]
     for name, records in tables.items():
-        lines += train_table(name, records)
+        lines += train_table(name, records, per_row=True)
         for path in plot_curves(name, records, plot_dir):
             lines += ["Learning curves (mean over seeds; past the epoch where a seed stopped early, the mean of "
                       "the seeds still training; the legend counts a row's runs):", "",
