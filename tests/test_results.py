@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,3 +203,49 @@ def test_benchmark_ranker_control_records_the_retrained_ranker(tmp_path):
     assert len(control["curve"]) == 1 and control["epoch_cap"] == 1
     assert benchmark_main([*args, "--resume"]) == 0  # recorded: not run again
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 1
+
+
+def _grid(**env) -> dict[str, list[str]]:
+    """benchmarks/reference.sh's jobs (DRY_RUN=1): job name -> its `recbole-attn benchmark` arguments."""
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    out = subprocess.run(["bash", str(REPO / "benchmarks" / "reference.sh")], capture_output=True, text=True,
+                         check=True, env={**os.environ, "DRY_RUN": "1", **env}).stdout
+    return {words[0]: words[1:] for words in map(shlex.split, out.splitlines())}
+
+
+SEQUENTIAL = ["SASRec", "SASRecF", "GRU4Rec", "FDSA", "AttRec", "BERT4Rec", "AttnBERT4Rec", "NOVABERT",
+              "NOVABERT-invasive"]
+LABELLED = ["AttnDIN", "AttnDIEN", "BST", "ATRank", "DIN", "DIEN"]
+
+
+def test_reference_grid_is_the_issues_grid():
+    seeds = (1, 2, 3)
+    expected = {f"ml-100k/{m}/seed{s}" for m in [*SEQUENTIAL, "NOVABERT-behavior"] for s in seeds}
+    expected |= {f"{t}/{m}/seed{s}" for t in ("ml-100k-ctr", "taobao-ctr") for m in LABELLED for s in seeds}
+    expected |= {f"ml-100k-prm/{r}/seed{s}" for r in ("SASRec", "AttRec") for s in seeds}
+    cpu = _grid(GPU="False")
+    # on a CPU only, Beauty gets the models of the NOVABERT claims at one seed
+    assert set(cpu) == expected | {f"beauty/{m}/seed1" for m in ("NOVABERT", "NOVABERT-invasive", "AttnBERT4Rec", "SASRecF")}
+    for name, args in cpu.items():
+        cloze = name.split("/")[1] in ("BERT4Rec", "AttnBERT4Rec", "NOVABERT", "NOVABERT-invasive", "NOVABERT-behavior")
+        length = [a for a in args if a.startswith("--MAX_ITEM_LIST_LENGTH=")]
+        assert length == (["--MAX_ITEM_LIST_LENGTH=21"] if cloze else []), name  # 20 items read by every model
+        assert all(Path(f).name.startswith("ref-") for f in args[args.index("--config_files") + 1].split())
+        assert ("--ranker_control" in args) == name.startswith("ml-100k-prm/"), name
+    assert "--attention_type=invasive" in cpu["ml-100k/NOVABERT-invasive/seed1"]
+    assert "--behavior_side_fields=['rating', 'timestamp']" in cpu["ml-100k/NOVABERT-behavior/seed2"]
+    # on a GPU: Beauty's sequential grid at 3 seeds, and both sequential grids at 50 positions
+    gpu = _grid(GPU="True")
+    beauty = {f"{t}/{m}/seed{s}" for t in ("beauty", "beauty-len50") for m in SEQUENTIAL for s in seeds}
+    len50 = {f"ml-100k-len50/{m}/seed{s}" for m in [*SEQUENTIAL, "NOVABERT-behavior"] for s in seeds}
+    assert set(gpu) == expected | beauty | len50
+    assert "--MAX_ITEM_LIST_LENGTH=51" in gpu["ml-100k-len50/BERT4Rec/seed1"]
+    # the smoke run: one job of each kind, seed 1, one epoch
+    smoke = _grid(GPU="False", SMOKE="1")
+    assert set(smoke) == {"ml-100k/SASRec/seed1", "ml-100k/NOVABERT-behavior/seed1", "ml-100k-ctr/AttnDIN/seed1",
+                          "taobao-ctr/AttnDIN/seed1", "ml-100k-prm/SASRec/seed1", "beauty/SASRecF/seed1"}
+    assert all(args[-1] == "--epochs=1" and args[args.index("--seeds") + 1] == "1" for args in smoke.values())

@@ -6,7 +6,11 @@ Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) a
 listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
 both rows. Tables whose records have learning curves get a curves plot; rows whose runs
 reached the epoch cap before early stopping are marked "not converged". Every command
-printed pastes into bash. Nothing in the output is typed by hand: rerun this after adding records.
+printed pastes into bash. A re-ranker's table also holds its ranker's rows: the initial
+list and, for runs of ``benchmark --ranker_control``, the ranker retrained on train +
+validation (its control). ``--results FILE`` writes the "Reference results" page from the
+reference-protocol records only instead (``recbole_attn.benchmark.results``). Nothing in
+the output is typed by hand: rerun this after adding records.
 A malformed line (a killed run's truncated last line) is skipped with a warning naming
 the file and line; a folder without any record is an error.
 """
