@@ -164,12 +164,24 @@ def test_no_reference_records_and_bad_paper_claims(records_dir, tmp_path):
         ("- {claim: A beats B, dataset: y, figure: '1 vs 2'}", "entry 1: missing citation"),
         ("- {claim: A beats B, citation: x, dataset: y, figure: ~}", "no figure: give figure and where, or a note"),
         ("{claim: A beats B}", "must hold a YAML list"),
+        ("- claim: A beats B\n  note: not entered: x", "not valid YAML"),
     ]:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_paper_claims(bad, claims)
     with pytest.raises(SystemExit):
         report_main([str(records_dir), "--paper_claims", str(bad)])  # needs --results
+
+
+def test_the_shipped_claims_and_papers_figures_load():
+    from recbole_attn.benchmark.report import load_claims
+    from conftest import REPO
+
+    claims = load_claims(REPO / "benchmarks" / "records" / "claims.yaml")
+    paper = load_paper_claims(REPO / "benchmarks" / "records" / "paper_claims.yaml", claims)
+    assert paper["BST beats DIN"]["figure"].startswith("offline AUC 0.7894 (BST, b=1) vs 0.7866 (DIN)")
+    controls = [c for c in claims if c["worse"].endswith("(train + validation)")]
+    assert {c["better"] for c in controls} == {"SASRec + PRM", "AttRec + PRM"}
 
 
 def test_control_loaders_add_the_validation_rows_prm_trains_on():

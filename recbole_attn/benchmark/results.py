@@ -48,9 +48,12 @@ def load_paper_claims(path: Path, claims: list[dict]) -> dict[str, dict]:
     the paper's text; ``note`` then says why). Every entry must name a claim of ``claims``.
 
     Raises:
-        ConfigError: not a list, a key missing, or a claim the claims file lacks.
+        ConfigError: not YAML, not a list, a key missing, or a claim the claims file lacks.
     """
-    entries = yaml.safe_load(path.read_text()) or []
+    try:
+        entries = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML ({err}); quote a value that holds ': '") from None
     if not isinstance(entries, list):
         raise ConfigError(f"{path} must hold a YAML list of the papers' figures, one mapping per claim")
     known = {c["claim"] for c in claims}
