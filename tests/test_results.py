@@ -51,6 +51,7 @@ CLAIMS = """\
 - {claim: NOVA-BERT beats BERT4Rec, source: NOVA, better: NOVABERT, worse: BERT4Rec, metric: ndcg@10}
 - {claim: SASRec beats GRU4Rec, source: SASRec, better: SASRec, worse: GRU4Rec, metric: ndcg@10}
 - {claim: FDSA beats SASRec, source: FDSA, better: FDSA, worse: SASRec, metric: ndcg@10}
+- {claim: Caser beats SASRec, source: Caser, better: Caser, worse: SASRec, metric: ndcg@10}
 - {claim: re-ranking beats the initial list, source: PRM, better: SASRec + PRM, worse: SASRec (initial list),
    metric: ndcg@10}
 - {claim: re-ranking beats the control, source: PRM, better: SASRec + PRM, worse: SASRec (train + validation),
@@ -125,6 +126,7 @@ def test_claims_are_judged_beside_the_papers_figures(records_dir, tmp_path):
     sasrec = claims["SASRec beats GRU4Rec"]  # SASRec has a run at the cap: the verdict says so
     assert "no figure: not checked; dataset: Beauty" in sasrec and sasrec.endswith("| holds (a row is not converged) |")
     assert claims["FDSA beats SASRec"].endswith("not measured: no table has both rows with >= 2 runs |")
+    assert claims["Caser beats SASRec"].endswith("| not in the reference grid: no row Caser |")
     assert "| no figure recorded |" in claims["FDSA beats SASRec"]
     # PRM against the initial list, and against its control (the ranker retrained on train + validation)
     assert claims["re-ranking beats the initial list"].endswith("| +0.0520 | holds |")

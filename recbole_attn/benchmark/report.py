@@ -453,7 +453,8 @@ def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]
     fig, (ax_e, ax_t, ax_l) = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, (row, rs) in enumerate(sorted(by_row.items())):
         c = mean_curve(rs, metric)
-        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2}
+        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2,
+                 "marker": "o" if len(c["epoch"]) < 3 else None, "markersize": 4}  # a point alone shows
         ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(rs)})", **style)
         ax_t.plot(c["wall_s"], c["valid"], **style)
         ax_l.plot(c["epoch"], c["train_loss"], **style)

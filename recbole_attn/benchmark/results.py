@@ -99,12 +99,16 @@ def claims_lines(claims: list[dict], paper: dict[str, dict], tables: dict[str, l
         " | difference | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = {row for records in tables.values() for row in summarise(records)}
     for j in judge_claims(claims, tables):
         c = j["claim"]
         entry = paper.get(c["claim"])
         cells = judged_cells(j)
         if j["table"] is not None:
             cells[-1] += _converged_note(j)
+        elif c["better"] not in rows or c["worse"] not in rows:
+            absent = [row for row in (c["better"], c["worse"]) if row not in rows]
+            cells[-1] = f"not in the reference grid: no row {', '.join(absent)}"
         source = entry["citation"] if entry else c["source"]
         lines.append("| " + " | ".join([c["claim"], source, paper_cell(entry), j["table"] or "", *cells]) + " |")
     return lines + [""]
