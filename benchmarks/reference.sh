@@ -3,7 +3,14 @@
 # 200-epoch cap; benchmarks/presets/ref-*.yaml), 3 seeds, from the public raw data.
 #
 #   bash benchmarks/reference.sh [RAW [DATA]]
-#   recbole-attn report benchmarks/records/ref --doc docs/results.md --plots docs/img/ref
+#   recbole-attn report benchmarks/records --results docs/results.md   # the "Reference results" page
+#
+#   SMOKE=1 bash benchmarks/reference.sh RAW   # the same script end to end in minutes: a few
+#       jobs of each kind (sequential, labelled on ml-100k and the Taobao head, PRM with its
+#       control, Beauty), seed 1, one epoch each, records in benchmarks/scratch/smoke, then
+#       the results page from them (benchmarks/scratch/smoke/results.md); proves the grid
+#       runs, not a number to cite.
+#   DRY_RUN=1 bash benchmarks/reference.sh     # print the jobs of the grid and stop
 #
 # RAW: folder of the raw public files (default $RAW, else ../shared/data), laid out as
 #   amazon-s3rec/Beauty.txt, amazon-s3rec/Beauty_item2attributes.json and
@@ -16,7 +23,8 @@
 # Grid: ml-100k, full ranking: SASRec, SASRecF, GRU4Rec, FDSA, AttRec (20 positions) and the
 # cloze models BERT4Rec, AttnBERT4Rec, NOVABERT, NOVABERT-invasive, NOVABERT-behavior (21:
 # one for the mask token, so every model reads 20 items); PRM on SASRec's and AttRec's
-# lists. ml-100k and the Taobao head, labelled protocol: AttnDIN, AttnDIEN, ATRank, BST,
+# lists, each with its control (--ranker_control: the ranker retrained on train + the
+# validation-point rows PRM learns from). ml-100k and the Taobao head, labelled protocol: AttnDIN, AttnDIEN, ATRank, BST,
 # RecBole's DIN and DIEN. Beauty: on a CPU only NOVABERT, NOVABERT-invasive, AttnBERT4Rec
 # and SASRecF at one seed (tables then say "seeds 1"); on a GPU every sequential model at
 # 3 seeds, and ml-100k and Beauty's sequential grid again at 50 positions (51).
@@ -30,10 +38,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RAW=${1:-${RAW:-../shared/data}}
 DATA=${2:-${DATA:-benchmarks/scratch/data}}
+SMOKE=${SMOKE:-0}
+DRY_RUN=${DRY_RUN:-0}
+if [ "$SMOKE" = 1 ]; then OUT=${OUT:-benchmarks/scratch/smoke}; SEEDS=${SEEDS:-1}; fi
 OUT=${OUT:-benchmarks/records/ref}
 SEEDS=${SEEDS:-1 2 3}
+# the jobs SMOKE=1 keeps (one of each kind), each for one epoch
+SMOKE_JOBS=${SMOKE_JOBS:-'^(ml-100k/SASRec|ml-100k/NOVABERT-behavior|ml-100k-ctr/AttnDIN|taobao-ctr/AttnDIN|ml-100k-prm/SASRec|beauty/SASRecF)/'}
 export OMP_NUM_THREADS=1
-GPU=$(python -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null || echo False)
+GPU=${GPU:-$(python -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null || echo False)}
 if [ "$GPU" = True ]; then JOBS=${JOBS:-4}; else JOBS=${JOBS:-2}; fi
 BEAUTY_SEQ=${BEAUTY_SEQ:-$RAW/amazon-s3rec/Beauty.txt}
 BEAUTY_ATTRIBUTES=${BEAUTY_ATTRIBUTES:-$RAW/amazon-s3rec/Beauty_item2attributes.json}
@@ -42,11 +55,13 @@ P=benchmarks/presets
 
 # ---------------------------------------------------------------- raw data -> atomic files
 need() { [ -f "$1" ] || { echo "reference.sh: no such file: $1 (set $2, or RAW to the folder of the raw data)" >&2; exit 2; }; }
-if [ ! -f "$DATA/beauty/beauty.inter" ]; then
+if [ "$DRY_RUN" = 1 ]; then :  # nothing is converted or run
+elif [ ! -f "$DATA/beauty/beauty.inter" ]; then
   need "$BEAUTY_SEQ" BEAUTY_SEQ; need "$BEAUTY_ATTRIBUTES" BEAUTY_ATTRIBUTES
   recbole-attn convert s3rec --seq "$BEAUTY_SEQ" --attributes "$BEAUTY_ATTRIBUTES" --name beauty --out "$DATA"
 fi
-if [ ! -f "$DATA/taobao/taobao.inter" ]; then
+if [ "$DRY_RUN" = 1 ]; then :
+elif [ ! -f "$DATA/taobao/taobao.inter" ]; then
   need "$TAOBAO_CSV" TAOBAO_CSV
   recbole-attn convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
 fi
@@ -56,8 +71,15 @@ mkdir -p "$OUT/logs"
 QUEUE=$(mktemp) COUNTER=$(mktemp) FAILED=$(mktemp)
 trap 'rm -f "$QUEUE" "$COUNTER" "$COUNTER.lock" "$FAILED"' EXIT
 echo 0 > "$COUNTER"
-# job NAME ARGS...: one `recbole-attn benchmark` run list, recorded in OUT/NAME
-job() { printf '%q ' "$@" >> "$QUEUE"; echo >> "$QUEUE"; }
+# job NAME ARGS...: one `recbole-attn benchmark` run list, recorded in OUT/NAME (with SMOKE=1
+# only the jobs SMOKE_JOBS matches, for one epoch)
+job() {
+  if [ "$SMOKE" = 1 ]; then
+    [[ "$1/" =~ $SMOKE_JOBS ]] || return 0
+    set -- "$@" --epochs=1
+  fi
+  printf '%q ' "$@" >> "$QUEUE"; echo >> "$QUEUE"
+}
 
 # seq_grid TABLE DATASET SEEDS LENGTH CONFIG_FILES [extra args]: the sequential models
 seq_grid() {
@@ -96,7 +118,7 @@ seq_grid ml-100k ml-100k "$SEEDS" 20 "$P/ref-ml-100k.yaml"
 for s in $SEEDS; do  # PRM: its ranker trained once per seed (ref-ml-100k.yaml), in the job's folder
   for ranker in SASRec AttRec; do
     job "ml-100k-prm/$ranker/seed$s" --models PRM --ranker $ranker --seeds $s --dataset ml-100k \
-      --config_files "$P/ref-prm-ml-100k.yaml" --ranker_config_files "$P/ref-ml-100k.yaml"
+      --config_files "$P/ref-prm-ml-100k.yaml" --ranker_config_files "$P/ref-ml-100k.yaml" --ranker_control
   done
 done
 if [ "$GPU" = True ]; then
@@ -134,6 +156,10 @@ worker() {
     fi
   done
 }
+if [ "$DRY_RUN" = 1 ]; then
+  cat "$QUEUE"
+  exit 0
+fi
 echo "reference.sh: $(wc -l < "$QUEUE") jobs, $JOBS at a time (GPU: $GPU), records in $OUT"
 for i in $(seq "$JOBS"); do worker "$i" & done
 wait
@@ -142,4 +168,11 @@ if [ -s "$FAILED" ]; then
   sed 's/^/  /' "$FAILED" >&2
   exit 1
 fi
-echo "reference.sh: done; now: recbole-attn report $OUT --doc docs/results.md --plots docs/img/ref"
+REPORT=(recbole-attn report "$OUT" --claims benchmarks/records/claims.yaml
+        --paper_claims benchmarks/records/paper_claims.yaml)
+if [ "$SMOKE" = 1 ]; then
+  "${REPORT[@]}" --results "$OUT/results.md"
+  echo "reference.sh: smoke run done (one epoch per job: no number to cite); page: $OUT/results.md"
+else
+  echo "reference.sh: done; now: ${REPORT[*]} --results docs/results.md"
+fi

@@ -6,7 +6,11 @@ Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) a
 listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
 both rows. Tables whose records have learning curves get a curves plot; rows whose runs
 reached the epoch cap before early stopping are marked "not converged". Every command
-printed pastes into bash. Nothing in the output is typed by hand: rerun this after adding records.
+printed pastes into bash. A re-ranker's table also holds its ranker's rows: the initial
+list and, for runs of ``benchmark --ranker_control``, the ranker retrained on train +
+validation (its control). ``--results FILE`` writes the "Reference results" page from the
+reference-protocol records only instead (``recbole_attn.benchmark.results``). Nothing in
+the output is typed by hand: rerun this after adding records.
 A malformed line (a killed run's truncated last line) is skipped with a warning naming
 the file and line; a folder without any record is an error.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_attn.benchmark.runner import read_records
+from recbole_attn.benchmark.runner import CONTROL, read_records
 from recbole_attn.errors import ConfigError
 
 # RecBole's metrics where smaller is better (recbole.evaluator.smaller_metrics, lower case).
@@ -67,32 +71,48 @@ def label(record: dict) -> str:
     return f"{record['ranker']} + {name}" if record.get("ranker") else name
 
 
+def _ranker_row(record: dict, run: dict, row: str, test: dict) -> dict:
+    """A ranker's row of a re-ranking record: ``test`` with the ranker's own epochs, epoch
+    time, parameters and training curve; the command stays the re-ranking run's."""
+    return {
+        **record,
+        "row": row,
+        "test": test,
+        "epochs_trained": run["epochs_trained"],
+        "median_epoch_s": run["median_epoch_s"],
+        "parameters": run["parameters"],
+        # the ranker's own training (absent from rankers recorded before curves were kept)
+        "curve": run.get("curve"),
+        "stopped_early": run.get("stopped_early"),
+        "epoch_cap": run.get("epoch_cap"),
+    }
+
+
 def initial_lists(records: list[dict]) -> list[dict]:
-    """Rows for the rankers' initial lists of re-ranking records: each record's
-    ``initial_test`` (measured by the re-ranker's evaluator), once per ranker checkpoint,
-    with the ranker's own epochs, epoch time and parameters; the command beside the row
-    stays the re-ranking run's, which reproduces it."""
+    """Rows for the rankers of re-ranking records, once per ranker checkpoint: the initial
+    list (each record's ``initial_test``, measured by the re-ranker's evaluator) and, for
+    records of ``--ranker_control``, the control (``control_run``: the ranker retrained on
+    train + the validation-point rows the re-ranker learns from, on the re-ranker's
+    metrics), row ``<ranker> (train + validation)``. The command beside each row stays the
+    re-ranking run's, which reproduces it."""
     out, seen = [], set()
     for r in records:
         run = r.get("ranker_run")
         if not run or "initial_test" not in r:
             continue
-        key = (r["dataset"], json.dumps(r.get("config_files")), run["model"], run["options_sha1"], r["seed"])
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append({
-            **r,
-            "row": f"{run['model']} (initial list)",
-            "test": r["initial_test"],
-            "epochs_trained": run["epochs_trained"],
-            "median_epoch_s": run["median_epoch_s"],
-            "parameters": run["parameters"],
-            # the ranker's own training (absent from rankers recorded before curves were kept)
-            "curve": run.get("curve"),
-            "stopped_early": run.get("stopped_early"),
-            "epoch_cap": run.get("epoch_cap"),
-        })
+        for name, ranker_run, test in (
+            ("initial list", run, r["initial_test"]),
+            (CONTROL, r.get("control_run"), (r.get("control_run") or {}).get("test")),
+        ):
+            if not ranker_run:
+                continue
+            key = (r["dataset"], json.dumps(r.get("config_files")), ranker_run["model"], ranker_run["options_sha1"],
+                   r["seed"], name)
+            if key in seen:
+                continue
+            seen.add(key)
+            test = {k: v for k, v in test.items() if k in r["initial_test"]}  # the re-ranker's metrics only
+            out.append(_ranker_row(r, ranker_run, f"{ranker_run['model']} ({name})", test))
     return out
 
 
@@ -147,15 +167,18 @@ def command(records: list[dict]) -> str:
         parts.append(f"--ranker {q(first['ranker'])}")
     if first.get("ranker_config_files"):
         parts.append("--ranker_config_files " + q(" ".join(first["ranker_config_files"])))
+    if first.get("ranker_control"):
+        parts.append("--ranker_control")
     parts += [q(o) for o in first.get("overrides") or []]
     if first.get("superseded"):  # the model changed since: the command runs on the run's own commit
         parts.insert(0, f"git checkout {first['git_sha'][:10]} &&")
     return " ".join(parts)
 
 
-def commands(records: list[dict]) -> list[str]:
-    """One ``Command:`` line when every row shares its options, else one command per row."""
-    if all(not r.get("label") and not r.get("ranker") and not r.get("superseded") for r in records) \
+def commands(records: list[dict], per_row: bool = False) -> list[str]:
+    """One ``Command:`` line when every row shares its options (unless ``per_row``), else
+    one command per row."""
+    if not per_row and all(not r.get("label") and not r.get("ranker") and not r.get("superseded") for r in records) \
             and _shared_value(records, "overrides") is not None:
         return [f"Command: `{command(records)}`", ""]
     by_label: dict[str, list[dict]] = defaultdict(list)
@@ -240,7 +263,8 @@ def _best(summary: dict[str, dict], metric: str) -> str:
     return pick(summary, key=lambda m: summary[m]["test"].get(metric, (math.nan,))[0])
 
 
-def train_table(dataset: str, records: list[dict]) -> list[str]:
+def train_table(dataset: str, records: list[dict], per_row: bool = False) -> list[str]:
+    """A table's markdown: header, settings, command(s) (one per row with ``per_row``), rows."""
     summary = summarise(records)
     metrics = sorted({m for s in summary.values() for m in s["test"]})
     devices = sorted({r["device"] for r in records})
@@ -256,7 +280,7 @@ def train_table(dataset: str, records: list[dict]) -> list[str]:
         " run before the epoch cap; *not converged*: a run reached the cap first, its metric may"
         " still have been rising; *unknown*: runs recorded before this was kept.",
         "",
-        *commands(records),
+        *commands(records, per_row),
         "| model | runs | " + " | ".join(metrics)
         + " | epochs | converged | s/epoch (median per run; mean ± std) | peak memory MiB | parameters |",
         "|---|---|" + "---|" * len(metrics) + "---|---|---|---|---|",
@@ -429,7 +453,8 @@ def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]
     fig, (ax_e, ax_t, ax_l) = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, (row, rs) in enumerate(sorted(by_row.items())):
         c = mean_curve(rs, metric)
-        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2}
+        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2,
+                 "marker": "o" if len(c["epoch"]) < 3 else None, "markersize": 4}  # a point alone shows
         ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(rs)})", **style)
         ax_t.plot(c["wall_s"], c["valid"], **style)
         ax_l.plot(c["epoch"], c["train_loss"], **style)
@@ -482,6 +507,41 @@ def judge(better: tuple[float, float], worse: tuple[float, float], metric: str) 
     return diff, "holds" if diff > noise else "does not hold" if diff < -noise else "tie (within one std)"
 
 
+def judge_claims(claims: list[dict], train_tables: dict[str, list[dict]]) -> list[dict]:
+    """Each claim on every table whose two rows both have at least two runs: ``{"claim"
+    (the claim's mapping), "table", "better", "worse" (the rows' ``summarise`` entries),
+    "difference", "verdict"}`` (see ``judge``); a claim no table can judge gets one entry
+    with ``table`` None."""
+    out = []
+    summaries = {name: summarise(records) for name, records in train_tables.items()}
+    for c in claims:
+        judged = False
+        m = c["metric"]
+        for name, summary in summaries.items():
+            a, b = summary.get(c["better"]), summary.get(c["worse"])
+            if not (a and b and a["n"] >= 2 and b["n"] >= 2 and m in a["test"] and m in b["test"]):
+                continue
+            diff, verdict = judge(a["test"][m], b["test"][m], m)
+            out.append({"claim": c, "table": name, "better": a, "worse": b, "difference": diff, "verdict": verdict})
+            judged = True
+        if not judged:
+            out.append({"claim": c, "table": None, "better": None, "worse": None, "difference": None, "verdict": None})
+    return out
+
+
+NOT_MEASURED = "not measured: no table has both rows with >= 2 runs"
+
+
+def judged_cells(j: dict) -> list[str]:
+    """The cells metric, claimed better, claimed worse, difference, verdict of one judgement."""
+    c, m = j["claim"], j["claim"]["metric"]
+    if j["table"] is None:
+        return [m, c["better"], c["worse"], "", NOT_MEASURED]
+    a, b = j["better"], j["worse"]
+    return [m, f"{c['better']} {_fmt(*a['test'][m], a['n'])}", f"{c['worse']} {_fmt(*b['test'][m], b['n'])}",
+            f"{j['difference']:+.4f}", j["verdict"]]
+
+
 def claims_section(claims: list[dict], train_tables: dict[str, list[dict]]) -> list[str]:
     """One line per (claim, table with both rows at >= 2 runs); a claim no table can judge
     says so."""
@@ -496,25 +556,9 @@ def claims_section(claims: list[dict], train_tables: dict[str, list[dict]]) -> l
         "| claim | paper | table | metric | claimed better | claimed worse | difference | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    summaries = {name: summarise(records) for name, records in train_tables.items()}
-    for c in claims:
-        judged = False
-        m = c["metric"]
-        for name, summary in summaries.items():
-            a, b = summary.get(c["better"]), summary.get(c["worse"])
-            if not (a and b and a["n"] >= 2 and b["n"] >= 2 and m in a["test"] and m in b["test"]):
-                continue
-            diff, verdict = judge(a["test"][m], b["test"][m], m)
-            lines.append(
-                f"| {c['claim']} | {c['source']} | {name} | {m} | {c['better']} {_fmt(*a['test'][m], a['n'])}"
-                f" | {c['worse']} {_fmt(*b['test'][m], b['n'])} | {diff:+.4f} | {verdict} |"
-            )
-            judged = True
-        if not judged:
-            lines.append(
-                f"| {c['claim']} | {c['source']} | | {m} | {c['better']} | {c['worse']} | |"
-                " not measured: no table has both rows with >= 2 runs |"
-            )
+    for j in judge_claims(claims, train_tables):
+        cells = [j["claim"]["claim"], j["claim"]["source"], j["table"] or "", *judged_cells(j)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -587,17 +631,40 @@ def report_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="recbole-attn report", description=__doc__.split("\n\n")[0])
     p.add_argument("dir", help="folder with records (searched recursively)")
     p.add_argument("--doc", default=None, help="markdown file to write (default DIR/report.md)")
-    p.add_argument("--plots", default=None, help="folder for PNG plots (default: next to the doc)")
+    p.add_argument("--plots", default=None, help="folder for PNG plots (default: next to the doc; "
+                                                 "with --results: img/ref next to it)")
     p.add_argument("--claims", default=None, help="YAML list of papers' claims to judge (default: DIR/claims.yaml if present)")
+    p.add_argument("--results", default=None,
+                   help="write the 'Reference results' page (e.g. docs/results.md) from the ref-* records only, "
+                        "instead of the report")
+    p.add_argument("--paper_claims", default=None,
+                   help="with --results: YAML list of the papers' own figures per claim "
+                        "(default: DIR/paper_claims.yaml if present)")
     args = p.parse_args(argv)
     root = Path(args.dir).resolve()
     if not root.is_dir():
         raise SystemExit(f"recbole-attn report: error: no such folder: {root}")
-    doc = Path(args.doc).resolve() if args.doc else root / "report.md"
-    plot_dir = Path(args.plots).resolve() if args.plots else doc.parent
+    if args.paper_claims and not args.results:
+        p.error("--paper_claims needs --results")
+    if args.results and args.doc:
+        p.error("--results and --doc write different pages: give one")
     claims_path = Path(args.claims) if args.claims else root / "claims.yaml"
     if args.claims and not claims_path.is_file():
         raise SystemExit(f"recbole-attn report: error: --claims: no such file: {claims_path}")
-    render(root, doc, plot_dir, load_claims(claims_path) if claims_path.is_file() else None)
+    claims = load_claims(claims_path) if claims_path.is_file() else None
+    if args.results:
+        from recbole_attn.benchmark.results import load_paper_claims, render_results
+
+        doc = Path(args.results).resolve()
+        paper_path = Path(args.paper_claims) if args.paper_claims else root / "paper_claims.yaml"
+        if args.paper_claims and not paper_path.is_file():
+            raise SystemExit(f"recbole-attn report: error: --paper_claims: no such file: {paper_path}")
+        paper = load_paper_claims(paper_path, claims or []) if paper_path.is_file() else None
+        plot_dir = Path(args.plots).resolve() if args.plots else doc.parent / "img" / "ref"
+        render_results(root, doc, plot_dir, claims, paper)
+    else:
+        doc = Path(args.doc).resolve() if args.doc else root / "report.md"
+        plot_dir = Path(args.plots).resolve() if args.plots else doc.parent
+        render(root, doc, plot_dir, claims)
     print(f"wrote {doc}")
     return 0

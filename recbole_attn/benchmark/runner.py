@@ -78,9 +78,10 @@ def measure_throughput(trainer, train_data, device, steps: int = THROUGHPUT_STEP
     }
 
 
-def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, object]:
+def _fit_and_test(config, throughput: bool = False, loaders=None) -> tuple[dict, object, object]:
     """Train and test the model of ``config`` (or measure its throughput), timing each
-    epoch: (the record's measurements, the trainer, the test data).
+    epoch: (the record's measurements, the trainer, the test data). ``loaders``, if given,
+    maps RecBole's (train, valid) loaders to the ones ``fit`` reads (a ranker's control).
 
     A training run's measurements hold its learning curve (``curve``: per epoch the train
     loss, the validation metrics and the seconds since training began, see
@@ -104,6 +105,8 @@ def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, objec
     if throughput:
         out["throughput"] = measure_throughput(trainer, train_data, device)
     else:
+        if loaders is not None:
+            train_data, valid_data = loaders(train_data, valid_data)
         epoch_times = time_epochs(trainer)
         curve = record_curve(trainer)
         best_valid_score, best_valid = trainer.fit(
@@ -124,7 +127,12 @@ def _fit_and_test(config, throughput: bool = False) -> tuple[dict, object, objec
     return out, trainer, test_data
 
 
-def _ranker_run(ranker_config, rerank_config) -> dict:
+RANKER_RUN_KEYS = ("parameters", "epochs_trained", "median_epoch_s", "best_valid", "test", "epoch_cap",
+                   "stopped_early", "curve")
+CONTROL = "train + validation"  # how the control ranker is named in its run and its table row
+
+
+def _ranker_run(ranker_config, rerank_config, control: bool = False) -> dict:
     """Train the initial ranker of a re-ranking run, or reuse the one an earlier run in the
     same ``checkpoint_dir`` trained with the same model, data, seed and options.
 
@@ -132,30 +140,53 @@ def _ranker_run(ranker_config, rerank_config) -> dict:
     ``use_rank_embedding``) reach the ranker's config through the command line but cannot
     change it, so they are left out of the comparison: the variants of a re-ranker are
     trained on one and the same ranker. Returns the ranker's checkpoint and measurements.
+
+    With ``control``, the ranker is instead retrained on its training rows plus the
+    validation-point rows the re-ranker learns from, early-stopped on the re-ranker's
+    held-out users (``train_and_validation_loaders`` with the re-ranker's
+    ``prm_holdout_ratio``); its run says so in ``trained_on``.
     """
     own = set(ranker_config.internal_config_dict) | set(ranker_config.file_config_dict)
     own |= set(ranker_config.variable_config_dict)
     rerank_only = set(getattr(rerank_config, "plugin_defaults", {})) - own
     options = {k: v for k, v in ranker_config.final_config_dict.items() if k not in rerank_only | {"checkpoint_dir"}}
+    loaders = None
+    if control:
+        from recbole_attn.data.rerank import train_and_validation_loaders
+
+        ratio = rerank_config["prm_holdout_ratio"]
+        options["control"] = {"trained_on": CONTROL, "prm_holdout_ratio": ratio}
+        loaders = lambda train, valid: train_and_validation_loaders(ranker_config, train, valid, ratio)  # noqa: E731
     digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
     stem = Path(ranker_config["checkpoint_dir"]) / "rankers" / f"{ranker_config['model']}-{digest}"
     meta = stem.with_suffix(".json")
     if meta.is_file():
         return json.loads(meta.read_text())
-    measured, trainer, _ = _fit_and_test(ranker_config)
+    measured, trainer, _ = _fit_and_test(ranker_config, loaders=loaders)
     stem.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(trainer.saved_model_file, stem.with_suffix(".pth"))
     run = {
         "model": ranker_config["model"],
         "checkpoint": str(stem.with_suffix(".pth")),
         "options_sha1": digest,
-        **{k: measured[k] for k in ("parameters", "epochs_trained", "median_epoch_s", "best_valid", "test",
-                                    "epoch_cap", "stopped_early", "curve")},
+        **({"trained_on": CONTROL} if control else {}),
+        **{k: measured[k] for k in RANKER_RUN_KEYS},
     }
     tmp = meta.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run))
     tmp.replace(meta)  # written last: a crash leaves no half entry
     return run
+
+
+def _rerank_metrics(rerank_config, ranker_config) -> dict:
+    """``metrics`` and ``topk`` that measure a ranker as its re-ranker's evaluator does,
+    keeping the ranker's own ``valid_metric`` computable (its early stopping)."""
+    name, _, k = str(ranker_config["valid_metric"]).partition("@")
+    metrics = list(rerank_config["metrics"])
+    if name.lower() not in {m.lower() for m in metrics}:
+        metrics.append(name)
+    topk = sorted(set(rerank_config["topk"]) | ({int(k)} if k else set()))
+    return {"metrics": metrics, "topk": topk}
 
 
 def train_one(
@@ -167,6 +198,7 @@ def train_one(
     throughput: bool = False,
     ranker: str | None = None,
     ranker_config_files: list[str] | None = None,
+    ranker_control: bool = False,
 ) -> dict:
     """Train and test one model in this process; the measurements of a record.
 
@@ -174,7 +206,9 @@ def train_one(
     With ``ranker`` (a re-ranker such as PRM), the ranker is trained first (or reused, see
     ``_ranker_run``) on ``ranker_config_files`` (default: ``config_files``), and the record
     also holds the ranker's run and the initial list's test metrics (``initial_test``,
-    measured by the re-ranker's evaluator).
+    measured by the re-ranker's evaluator). With ``ranker_control`` the record also holds
+    ``control_run``: the same ranker retrained on train + the re-ranker's validation-point
+    rows (``_ranker_run(control=True)``), tested on the re-ranker's metrics and cut-offs.
     """
     from recbole.utils import init_logger
 
@@ -187,7 +221,12 @@ def train_one(
     out: dict = {}
     if ranker:
         files = config_files if ranker_config_files is None else ranker_config_files
-        out["ranker_run"] = _ranker_run(ranker_config(config, ranker, files, config_dict), config)
+        first = ranker_config(config, ranker, files, config_dict)
+        out["ranker_run"] = _ranker_run(first, config)
+        if ranker_control:
+            out["control_run"] = _ranker_run(
+                ranker_config(config, ranker, files, {**config_dict, **_rerank_metrics(config, first)}), config,
+                control=True)
         config_dict["ranker_checkpoint"] = out["ranker_run"]["checkpoint"]
         config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=config_dict)
     measured, trainer, test_data = _fit_and_test(config, throughput)
@@ -252,6 +291,7 @@ def run_benchmark(
     show_progress: bool = True,
     ranker: str | None = None,
     ranker_config_files: list[str] | None = None,
+    ranker_control: bool = False,
 ) -> list[dict]:
     """Train every model x seed in its own process; append one record per run to records.jsonl.
 
@@ -259,7 +299,8 @@ def run_benchmark(
     ``--data_path`` is read from the current folder, and recorded as given, so the record's
     command works from the same folder on another machine). With
     ``resume``, runs that already have a successful record with the same options are skipped.
-    ``ranker``: the models are re-rankers (PRM) of this ranker's lists, see ``train_one``.
+    ``ranker``: the models are re-rankers (PRM) of this ranker's lists, see ``train_one``;
+    ``ranker_control``: their records also hold the ranker retrained on train + validation.
     """
     from tqdm import tqdm
 
@@ -273,9 +314,10 @@ def run_benchmark(
     def key(model: str, seed: int, record: dict | None = None) -> tuple:
         r = record or {"kind": kind, "model": model, "label": label, "dataset": dataset, "seed": seed,
                        "config_files": shown_files, "overrides": overrides or [],
-                       "ranker": ranker, "ranker_config_files": shown_ranker_files}
+                       "ranker": ranker, "ranker_config_files": shown_ranker_files,
+                       "ranker_control": ranker_control or None}
         return tuple(json.dumps(r.get(k)) for k in ("kind", "model", "label", "dataset", "seed", "config_files",
-                                                    "overrides", "ranker", "ranker_config_files"))
+                                                    "overrides", "ranker", "ranker_config_files", "ranker_control"))
 
     child_overrides = [_absolute_data_path(o) for o in overrides or []]  # the child runs in out_dir
     done = set()
@@ -294,6 +336,7 @@ def run_benchmark(
             "throughput": throughput,
             "ranker": ranker,
             "ranker_config_files": ranker_config_files,
+            "ranker_control": ranker_control,
         }
         started = time.perf_counter()
         proc = subprocess.run(
@@ -314,6 +357,8 @@ def run_benchmark(
         }
         if ranker:
             record.update(ranker=ranker, ranker_config_files=shown_ranker_files)
+        if ranker_control:
+            record["ranker_control"] = True
         result_line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         if proc.returncode == 0 and result_line.startswith("{"):
             measured = json.loads(result_line)
@@ -345,6 +390,9 @@ def benchmark_main(argv: list[str]) -> int:
                    help="re-rankers (PRM) only: train this ranker first (once per seed and options), then re-rank its lists")
     p.add_argument("--ranker_config_files", default=None,
                    help="space-separated YAML files of the ranker (default: --config_files)")
+    p.add_argument("--ranker_control", action="store_true",
+                   help="re-rankers only: also retrain the ranker on train + the validation-point rows the "
+                        "re-ranker learns from (the control row '<ranker> (train + validation)')")
     p.add_argument("--resume", action="store_true", help="skip runs already recorded as ok in --out")
     p.add_argument("--no-progress", action="store_true")
     args, extra = p.parse_known_args(argv)
@@ -353,6 +401,8 @@ def benchmark_main(argv: list[str]) -> int:
         p.error(f"--label names the runs of one model; got --models {args.models}")
     if args.ranker_config_files and not args.ranker:
         p.error("--ranker_config_files needs --ranker")
+    if args.ranker_control and not args.ranker:
+        p.error("--ranker_control needs --ranker (it retrains that ranker on train + validation)")
     if args.ranker:
         from recbole_attn.config import get_model
 
@@ -373,6 +423,7 @@ def benchmark_main(argv: list[str]) -> int:
         ranker=args.ranker,
         ranker_config_files=[str(Path(f).resolve()) for f in args.ranker_config_files.split()]
         if args.ranker_config_files else None,
+        ranker_control=args.ranker_control,
     )
     failed = [r for r in records if r["status"] != "ok"]
     print(f"{len(records)} runs recorded in {Path(args.out).resolve() / 'records.jsonl'}, {len(failed)} failed")
@@ -392,6 +443,7 @@ def _child(job: dict, overrides: list[str]) -> int:
         job.get("throughput", False),
         job.get("ranker"),
         job.get("ranker_config_files"),
+        job.get("ranker_control", False),
     )
     print(json.dumps(result))
     return 0

@@ -17,7 +17,11 @@ How PRM runs inside RecBole (the simplest correct design we found):
   of those users is held out for early stopping, the rest are PRM's training lists.
   Each batch builds its lists on the fly from the ranker (deterministic: the ranker is
   frozen). Lists that do not contain the clicked item carry no signal for a softmax
-  over the list and are left out of the loss.
+  over the list and are left out of the loss. PRM so reads one interaction per user
+  that its ranker never trained on; ``recbole-attn benchmark --ranker_control`` also
+  retrains the ranker on train + those very rows, early-stopped on the same held-out
+  users (``recbole_attn.data.rerank.train_and_validation_loaders``): the control that a
+  gain over the initial list must also beat.
 - Evaluation: ``full_sort_predict`` returns scores for every item that order the items
   as the ranker does, with its top K re-ordered by PRM; with ``rerank = False`` it
   returns the ranker's order unchanged. RecBole's own evaluator then measures the initial
