@@ -12,6 +12,7 @@ def test_tables_from_floor_and_pairs_records(tmp_path):
         "benchmark": "floor", "date": "2026-12-01T12:00:00+00:00", "git_sha": "a" * 40, "git_dirty": False,
         "model": "AttnDIN", "dataset": "ml-100k", "batches": 4, "rows": 8192, "overrides": {"torch_compile": True},
         "median_s": {"runner": 2.0, "loop": 1.6, "loop_loader": 1.9, "loader": 0.2}, "ratio": 1.25, "loss_match": True,
+        "times_s": {"runner": [2.0, 4.0, 1.0], "loop": [1.6, 1.6, 1.0]},  # per-round ratios 1.25, 2.5, 1.0
     }
     pairs = {
         "benchmark": "pairs_per_second", "time": "2026-12-01T11:00:00", "git_sha": "b" * 40, "git_dirty": True,
