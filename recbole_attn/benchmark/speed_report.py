@@ -40,8 +40,8 @@ states restored before each).
 PAIRS_NOTE = """## Full-sort scoring of the target-item models
 
 `full_sort_predict` over every item for the last training row of `users` users, in
-(user, item) pairs per second; the first commit of a model is the per-pair scoring before
-the history side was shared across candidates.
+(user, item) pairs per second; each model's rows in time order (what changed between
+their commits: the findings below, and `git log` of the commit).
 """
 
 LABELLED_NOTE = """## Labelled evaluation (ml-100k, uni100)
