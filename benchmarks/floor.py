@@ -22,7 +22,9 @@ loader RNG states are restored, so each pass computes the same losses (``loss_ma
 The record (JSON, ``--out``) holds every pass's time, the medians, the ratio ``runner / loop``
 (``ratio``: the median over rounds of the ratio within a round; ``ratio_of_medians``), the
 git SHA, versions, CPU, seed and config. Default presets: ``cpu-ctr-<dataset>.yaml`` for
-the target-item models, ``cpu-<dataset>.yaml`` for the others. Not a test.
+the target-item models, ``cpu-<dataset>.yaml`` for the others. ``--profile KIND`` prints
+a cProfile of one pass of that kind instead of timing. Tables: ``docs/speed.md``
+(``recbole_attn.benchmark.speed_report``). Not a test.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config_files", default=None, help="space-separated YAML files (default: the CPU preset)")
     p.add_argument("--config", default="{}", help="JSON dict of extra config keys")
     p.add_argument("--profile", choices=["runner", "loop", "loop_loader", "loader"], help="cProfile one pass instead")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "records" / "floor"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "records" / "speed" / "floor"))
     args = p.parse_args(argv)
     if args.batches < 1 or args.rounds < 1:
         p.error("--batches and --rounds must be >= 1")

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
-OUT=${OUT:-benchmarks/records/floor}
+OUT=${OUT:-benchmarks/records/speed/floor}
 MODELS=${MODELS:-AttnDIN AttnDIEN BST ATRank AttnBERT4Rec NOVABERT AttRec SASRec BERT4Rec}
 for m in $MODELS; do
   nice -n 10 python benchmarks/floor.py "$m" ml-100k --batches "${BATCHES:-4}" --rounds "${ROUNDS:-5}" --out "$OUT" "$@"
