@@ -6,7 +6,7 @@ Builds the model (untrained: speed does not depend on the weights) on the datase
 training split, takes the last training row of ``--users`` distinct users (history,
 user, time), puts the model in eval mode and times ``full_sort_predict`` over every item,
 ``--batch`` users at a time, after one warm-up batch. Prints and writes a JSON record
-(``--out``, default ``benchmarks/records/pairs_per_second/``) with the git SHA (and
+(``--out``, default ``benchmarks/records/speed/pairs_per_second/``) with the git SHA (and
 whether the tree was dirty), torch version, thread count, chunk size and pairs/s.
 With ``--labelled``, also times one pass of ``predict`` over the validation rows of
 RecBole's labelled protocol (the dataset's eval_args, e.g. positive + 100 negatives per
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=None, help="full_sort_chunk (default: the model's YAML)")
     parser.add_argument("--labelled", action="store_true", help="also time predict over the validation rows")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "records" / "pairs_per_second"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "records" / "speed" / "pairs_per_second"))
     args = parser.parse_args()
 
     import torch

@@ -443,6 +443,17 @@ def time_bucket(gap: torch.Tensor, num_buckets: int, unit: float = 1.0) -> torch
     return bucket.clamp(max=num_buckets - 1)
 
 
+def distinct_rows(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ``key`` [B, K] with distinct values: the first row of each [U] and the row ->
+    distinct index map [B] (``key[first][inverse] == key``). A labelled evaluation batch
+    scores ~100 items against one history, and sampled negatives repeat their positive's
+    history: the history side can run once per distinct row."""
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    order = torch.arange(len(inverse), device=inverse.device)
+    first = torch.full((int(inverse.max()) + 1 if len(inverse) else 0,), len(inverse), dtype=torch.long, device=inverse.device)
+    return first.scatter_reduce(0, inverse, order, reduce="amin"), inverse
+
+
 def full_sort_in_chunks(predict_logits, interaction, item_field: str, n_items: int, chunk: int) -> torch.Tensor:
     """Score every item for every row of ``interaction`` by pairing the rows with chunks of items.
 

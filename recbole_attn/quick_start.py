@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from recbole_attn.checks import check_processes, load_weights, read_checkpoint
+from recbole_attn.compiled import compile_model
 from recbole_attn.config import Config, get_model
 from recbole_attn.errors import ConfigError
 from recbole_attn.data.checks import data_preparation
@@ -66,6 +67,8 @@ def prepare(config: Config, log: bool, with_trainer: bool = True):
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_class = get_model(config["model"])
     model = model_class(config, train_data._dataset).to(config["device"])
+    if config["torch_compile"]:
+        compile_model(model, config["torch_compile_mode"] or "default")
     if log:
         logger.info(model)
         logger.info(set_color("torch threads", "blue") + f": {threads} ({why})")

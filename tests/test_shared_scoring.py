@@ -1,9 +1,11 @@
-"""Full-sort scoring that shares work across candidates equals scoring pair by pair.
+"""Scoring that shares work across candidates equals scoring pair by pair.
 
 For every target-item model (AttnDIN, AttnDIEN, BST, ATRank) on the tiny fixture, after a
 few training steps (so BatchNorm and Dice running statistics are not at their init), in
 eval mode: ``full_sort_predict`` of rows of distinct users with padded histories of
-different lengths equals ``predict`` on the explicitly expanded (row, item) pairs.
+different lengths equals ``predict`` on the explicitly expanded (row, item) pairs; and
+``predict`` on a labelled evaluation batch (each history with its positive and sampled
+negatives, the history side computed once per distinct history) equals ``predict`` row by row.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def distinct_user_rows(batch, k: int = 6):
     return batch[first]
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_shared_full_sort_equals_per_pair_predict(case):
-    _, model, train_data, _, _ = CASES[case]()
+def trained(case: str):
+    """(model, train data, valid data) after three training steps."""
+    _, model, train_data, valid_data, _ = CASES[case]()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for step, batch in enumerate(train_data):
@@ -51,6 +53,27 @@ def test_shared_full_sort_equals_per_pair_predict(case):
         optimizer.step()
         if step == 2:
             break
+    return model, train_data, valid_data
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_labelled_batch_equals_row_by_row_predict(case):
+    model, _, valid_data = trained(case)
+    batch = next(iter(valid_data))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    histories = torch.cat([batch["user_id"].unsqueeze(1), batch["item_id_list"]], 1)
+    assert len(histories.unique(dim=0)) < len(batch) / 2  # rows share histories: grouping is exercised
+    model.eval()
+    with torch.no_grad():
+        grouped = model.predict(batch)
+        single = torch.cat([model.predict(batch[i : i + 1]) for i in range(len(batch))])
+    assert (grouped - single).abs().max() <= 1e-5
+    assert grouped.std() > 1e-4
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_shared_full_sort_equals_per_pair_predict(case):
+    model, train_data, _ = trained(case)
     rows = distinct_user_rows(next(iter(train_data)))
     length, width = rows["item_length"], rows["item_id_list"].shape[1]
     assert (length < width).any() and len(length.unique()) > 1  # padding, different lengths

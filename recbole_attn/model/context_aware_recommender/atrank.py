@@ -70,7 +70,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_attn.errors import ConfigError
-from recbole_attn.layers import MLP, time_bucket
+from recbole_attn.layers import MLP, distinct_rows, time_bucket
 from recbole_attn.model.behavior_encoder import TARGET_EMBEDDINGS, TIME_ENCODINGS, BehaviorEncoder
 from recbole_attn.model.behavior_groups import BehaviorVocabulary, group_sizes
 from recbole_attn.model.multi_space_attention import SCORES, AttentionBlock
@@ -181,8 +181,19 @@ class ATRank(SequentialRecommender):
         return items, actions, buckets, mask
 
     def encode_history(self, interaction, need_weights: bool = False):
-        """C [B, L, H], mask [B, L] and per-space self-attention A [n_layers][B, K, L, L] (or Nones)."""
+        """C [B, L, H], mask [B, L] and per-space self-attention A [n_layers][B, K, L, L] (or Nones).
+
+        In eval mode (no dropout) without weights, the blocks run once per distinct
+        history (a labelled batch scores ~100 items against each), then C is spread back."""
         items, actions, buckets, mask = self.history(interaction)
+        if not (self.training or need_weights):
+            rows, inverse = distinct_rows(torch.cat([items, actions, buckets, mask.long()], 1))
+            if len(rows) < len(inverse):
+                c, _, _ = self._encode(items[rows], actions[rows], buckets[rows], mask[rows], False)
+                return c[inverse], mask, [None] * len(self.blocks)
+        return self._encode(items, actions, buckets, mask, need_weights)
+
+    def _encode(self, items, actions, buckets, mask, need_weights: bool):
         c = self.encoder(items, actions, buckets, mask)
         attns = []
         for block in self.blocks:

@@ -83,6 +83,7 @@ from recbole_attn.layers import (
     ChannelPReLU,
     ItemFeatureEmbedding,
     TargetAttention,
+    distinct_rows,
     mlp_input_norm,
     user_feature_embedding,
     xavier_init,
@@ -320,13 +321,7 @@ class AttnDIEN(SequentialRecommender):
         """Rows with distinct (user, history): first row of each [U] and the row -> distinct
         index map [B]. RecBole's sampled negatives repeat their positive's history, and an
         evaluation batch scores many items against one history."""
-        key = torch.cat([user.unsqueeze(1), item_seq.masked_fill(~mask, 0)], dim=1)
-        _, inverse = torch.unique(key, dim=0, return_inverse=True)
-        count = int(inverse.max()) + 1
-        order = torch.arange(len(inverse), device=inverse.device)
-        first = torch.full((count,), len(inverse), dtype=torch.long, device=inverse.device)
-        first = first.scatter_reduce(0, inverse, order, reduce="amin")
-        return first, inverse
+        return distinct_rows(torch.cat([user.unsqueeze(1), item_seq.masked_fill(~mask, 0)], dim=1))
 
     def _history(self, interaction) -> tuple[dict, torch.Tensor, dict]:
         """History summary of every row, the extractor run once per distinct (user, history).

@@ -191,13 +191,17 @@ class AttRec(SequentialRecommender):
         return self._score(interaction[self.USER_ID], m, interaction[self.ITEM_ID])
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        """Scores of every item for each row, by the same formula as ``predict``: [B, N]."""
+        """Scores of every item for each row, by the same formula as ``predict``: [B, N].
+
+        Both terms in one matmul: [w u, (1 - w) m] [B, 2d] @ [v, x]^T [2d, N]; the distance
+        mode adds the squared norms (|a - b|^2 = |a|^2 - 2 a.b + |b|^2)."""
         m = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         u = self._clip(self.user_embedding(interaction[self.USER_ID]))  # [B, d]
         v = self._clip(self.item_embedding.weight)  # [N, d]
         x = self._clip(self.seq_item_embedding.weight)  # [N, d]
+        dot = torch.cat([self.omega * u, (1 - self.omega) * m], -1) @ torch.cat([v, x], -1).T  # [B, N]
         if self.score_mode == "inner":
-            return self.omega * u @ v.T + (1 - self.omega) * m @ x.T
-        long_term = u.pow(2).sum(-1, keepdim=True) - 2 * u @ v.T + v.pow(2).sum(-1)
-        short_term = m.pow(2).sum(-1, keepdim=True) - 2 * m @ x.T + x.pow(2).sum(-1)
-        return -(self.omega * long_term + (1 - self.omega) * short_term)
+            return dot
+        rows = self.omega * u.pow(2).sum(-1, keepdim=True) + (1 - self.omega) * m.pow(2).sum(-1, keepdim=True)
+        items = self.omega * v.pow(2).sum(-1) + (1 - self.omega) * x.pow(2).sum(-1)
+        return -(rows - 2 * dot + items)
