@@ -182,3 +182,16 @@ def test_c_engine_only_for_one_character_separators(tmp_path):
     with c_engine_csv():  # a tab: the C engine, same frame as the Python engine's (quoted tab included)
         inside = pd.read_csv(path, delimiter="\t", engine="python")
     assert inside.equals(pd.read_csv(path, delimiter="\t", engine="python")) and inside.shape == (1, 2)
+
+
+def test_leave_one_out_index_is_recbole_s():
+    from recbole.data.dataset import Dataset
+
+    from recbole_attn.data.lean import leave_one_out_index
+
+    rng = np.random.default_rng(1)
+    keys = np.r_[rng.integers(0, 40, 500), 99, 7, 98, 98]  # groups of 1, 2, ..., ~25 rows, unsorted
+    for num in (1, 2):
+        grouped = Dataset._grouped_index(None, keys)
+        expected = Dataset._split_index_by_leave_one_out(None, grouped, num)
+        assert [p.tolist() for p in leave_one_out_index(keys, num)] == expected
