@@ -19,15 +19,19 @@ the default ``prefix`` keeps RecBole's rows, the training data of RecBole's base
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
+import recbole.data.dataset as recbole_datasets
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
 from recbole_attn.config import get_model
 from recbole_attn.data.checks import check_loaded
+from recbole_attn.data.lean import LeanSequentialDataset
 from recbole_attn.errors import ConfigError
 
 TRAIN_SAMPLES = ("prefix", "window")
@@ -83,9 +87,36 @@ class WindowSequentialDataset(SequentialDataset):
         return datasets
 
 
+class LeanWindowSequentialDataset(WindowSequentialDataset, LeanSequentialDataset):
+    """``WindowSequentialDataset`` with ``_list`` fields built per batch (``sequential_dataset: lean``)."""
+
+
+SEQUENTIAL_DATASETS = ("lean", "recbole")
+
+
+def use_lean(config) -> bool:
+    """``sequential_dataset: lean`` where RecBole would build its plain ``SequentialDataset``:
+    a sequential model without a dataset class of its own, on data RecBole splits itself,
+    with no saved dataset to load or write."""
+    kind = config["sequential_dataset"] or "lean"
+    if kind not in SEQUENTIAL_DATASETS:
+        raise ConfigError(f"sequential_dataset must be one of {', '.join(SEQUENTIAL_DATASETS)}, got {kind!r}")
+    saved = os.path.join(config["checkpoint_dir"], f"{config['dataset']}-SequentialDataset.pth")
+    return (
+        kind == "lean"
+        and config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+        and not hasattr(recbole_datasets, f"{config['model']}Dataset")
+        and not config["benchmark_filename"]
+        and not config["save_dataset"]
+        and not config["dataset_save_path"]
+        and not os.path.exists(saved)
+    )
+
+
 def create_dataset(config):
-    """RecBole's ``create_dataset``, or ``WindowSequentialDataset`` for ``train_samples: window``;
-    checked by ``recbole_attn.data.checks.check_loaded``."""
+    """RecBole's ``create_dataset``, or ``WindowSequentialDataset`` for ``train_samples: window``,
+    each lean (``LeanSequentialDataset``) where ``use_lean``; checked by
+    ``recbole_attn.data.checks.check_loaded``."""
     dataset = _create_dataset(config)
     check_loaded(dataset)
     return dataset
@@ -95,8 +126,9 @@ def _create_dataset(config):
     mode = config["train_samples"] or "prefix"
     if mode not in TRAIN_SAMPLES:
         raise ConfigError(f"train_samples must be one of {', '.join(TRAIN_SAMPLES)}, got {mode!r}")
+    lean = use_lean(config)
     if mode == "prefix":
-        return recbole_create_dataset(config)
+        return LeanSequentialDataset(config) if lean else recbole_create_dataset(config)
     if not getattr(get_model(config["model"]), "trains_on_windows", False):
         raise ConfigError(
             f"train_samples: window is for the cloze models (NOVABERT, AttnBERT4Rec), not "
@@ -108,4 +140,4 @@ def _create_dataset(config):
             "itself (no benchmark_filename)"
         )
     window_step(config)
-    return WindowSequentialDataset(config)
+    return LeanWindowSequentialDataset(config) if lean else WindowSequentialDataset(config)
