@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="recbole-attn [run]",
         usage="recbole-attn [run] [--model M] [--dataset D] [--config_files \"A.yaml B.yaml\"] [key=value ...]\n"
-        "       recbole-attn {convert,benchmark,report} --help",
+        "       recbole-attn {convert,benchmark,report,explain} --help",
         description="Train and test a recbole-attn or RecBole model through RecBole's pipeline.\n\n"
         "subcommands:\n" + _subcommand_list(),
         epilog="Any other --key=value or key=value overrides that config key (e.g. epochs=5). "
@@ -169,6 +169,7 @@ SUBCOMMANDS = {
     "convert": ("recbole_attn.data.convert", "main", "raw public data (s3rec, taobao) to RecBole atomic files"),
     "benchmark": ("recbole_attn.benchmark.runner", "benchmark_main", "models x seeds, one JSON record per run"),
     "report": ("recbole_attn.benchmark.report", "report_main", "tables and plots from benchmark records"),
+    "explain": ("recbole_attn.explain.api", "explain_main", "a user's top-k and the attention behind each score"),
 }
 
 

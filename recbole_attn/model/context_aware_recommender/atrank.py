@@ -70,6 +70,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_attn.errors import ConfigError
+from recbole_attn.explain import capture
 from recbole_attn.layers import MLP, time_bucket
 from recbole_attn.model.behavior_encoder import TARGET_EMBEDDINGS, TIME_ENCODINGS, BehaviorEncoder
 from recbole_attn.model.behavior_groups import BehaviorVocabulary, group_sizes
@@ -205,6 +206,7 @@ class ATRank(SequentialRecommender):
         keys = mask.unsqueeze(1)
         e = logits.masked_fill(~keys, float("-inf")).softmax(-1)
         e = torch.where(keys, e, torch.zeros_like(e))
+        capture.record(self.vanilla, e)
         return e @ c, e.unsqueeze(1)
 
     def rank(self, u: torch.Tensor, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
