@@ -2,8 +2,9 @@
 
 Subcommands: ``run`` (the default), ``convert {s3rec,taobao} ...`` (raw data to atomic
 files, ``recbole_attn.data.convert``), ``benchmark`` (models x seeds, one record per run,
-``recbole_attn.benchmark.runner``) and ``report DIR`` (tables and plots from records,
-``recbole_attn.benchmark.report``).
+``recbole_attn.benchmark.runner``), ``report DIR`` (tables and plots from records,
+``recbole_attn.benchmark.report``) and ``explain CHECKPOINT --user U`` (a user's top-k and
+the attention behind each score, ``recbole_attn.explain``).
 
 Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files --nproc
 --world_size --ip --port --group_offset``), plus ``--ranker=M`` for a re-ranker (PRM):
