@@ -205,9 +205,10 @@ def test_item_names_come_from_a_title_column(tmp_path):
 def test_command_line_writes_json_and_pngs_and_names_a_bad_user(ranker, tmp_path, capsys):
     _, path = ranker
     out = tmp_path / "out"
-    assert cli.main(["explain", str(path), "--user", "1", "--items", "2", "--k", "3", "--out", str(out)]) == 0
+    assert cli.main(["explain", str(path), "--user", "1", "--items", "2", "--k", "3", "--out", str(out), "--held-out"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[0].endswith("AttRec-user1.json") and all(Path(p).stat().st_size > 0 for p in printed)
-    assert len(json.loads(Path(printed[0]).read_text())["items"]) == 4
+    saved = json.loads(Path(printed[0]).read_text())
+    assert saved["held_out_item"]["id"] in [e["id"] for e in saved["items"]] and 4 <= len(saved["items"]) <= 5
     assert cli.main(["explain", str(path), "--user", "nobody", "--out", str(out)]) == 2
     assert "user 'nobody'" in capsys.readouterr().err

@@ -79,7 +79,9 @@ def _top_k(model, row: Interaction, k: int, seen: list[int]) -> list[int]:
     return scores.topk(min(k, int(torch.isfinite(scores).sum()))).indices.tolist()
 
 
-def explain(checkpoint_or_model, user, items=None, k: int = 10, *, data=None, out_dir=None) -> dict:
+def explain(
+    checkpoint_or_model, user, items=None, k: int = 10, *, data=None, out_dir=None, held_out: bool = False
+) -> dict:
     """Explain the scores of one user.
 
     Args:
@@ -88,6 +90,7 @@ def explain(checkpoint_or_model, user, items=None, k: int = 10, *, data=None, ou
         user: the user's raw token (e.g. ml-100k's ``'196'``).
         items: raw item tokens to explain besides the top-k.
         k: how many top items (by ``full_sort_predict``, history items excluded).
+        held_out: explain the user's held-out item of the split too.
         out_dir: write the JSON and the PNG heatmaps there.
 
     Returns:
@@ -102,8 +105,10 @@ def explain(checkpoint_or_model, user, items=None, k: int = 10, *, data=None, ou
     seq, length = row[model.ITEM_SEQ][0], int(row[model.ITEM_SEQ_LEN][0])
     history = seq[:length].tolist()
     given = [_token_id(ds, ds.iid_field, t, "item") for t in (items or [])]
+    if held_out:
+        given.append(int(row[ds.iid_field][0]))
     ranked = _top_k(model, row, k, history)
-    candidates = ranked + [i for i in given if i not in ranked]
+    candidates = ranked + [i for i in dict.fromkeys(given) if i not in ranked]
     batch = row.repeat(len(candidates))
     batch.update(Interaction({ds.iid_field: torch.tensor(candidates, device=device)}))
     scores, maps = explain_batch(model, batch)
@@ -183,7 +188,7 @@ def _write(result: dict, maps: list[AttentionMap], out_dir, label) -> list[str]:
 
 
 def explain_main(argv: list[str]) -> int:
-    """``recbole-attn explain CHECKPOINT --user U [--items I1,I2] [--k 10] [--out DIR]``."""
+    """``recbole-attn explain CHECKPOINT --user U [--items I1,I2] [--k 10] [--out DIR] [--held-out]``."""
     p = argparse.ArgumentParser(
         prog="recbole-attn explain",
         description="The user's history, the model's top-k items with their scores and, for each recommended or "
@@ -194,11 +199,12 @@ def explain_main(argv: list[str]) -> int:
     p.add_argument("--items", default=None, help="raw item tokens to explain besides the top-k, comma-separated")
     p.add_argument("--k", type=int, default=10, help="how many top items (history items excluded)")
     p.add_argument("--out", default="explain", help="folder for the JSON and the PNGs")
+    p.add_argument("--held-out", action="store_true", help="explain the user's held-out (test) item too")
     args = p.parse_args(argv)
     if args.k < 0:
         raise ConfigError(f"--k must be >= 0, got {args.k}")
     items = [t for t in args.items.split(",") if t] if args.items else None
-    result = explain(args.checkpoint, args.user, items, args.k, out_dir=args.out)
+    result = explain(args.checkpoint, args.user, items, args.k, out_dir=args.out, held_out=args.held_out)
     for path in result["files"]:
         print(path)
     return 0
