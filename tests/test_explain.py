@@ -122,7 +122,7 @@ def test_weights_are_zero_at_padding_and_normalised_ones_sum_to_one(models, name
             if amap.layout == "keys":  # only the real queries' rows
                 sums = sums.permute(0, 2, 1)[amap.key_mask]
             assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5), amap.name
-        assert (amap.values >= 0).all()
+            assert (amap.values >= 0).all()
 
 
 def test_normalised_is_claimed_only_where_the_model_normalises(models):

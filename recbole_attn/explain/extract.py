@@ -72,14 +72,11 @@ def _dien(model, batch):
 def _bst(model, batch):
     scores, rec = _predict(model, batch)
     seq, mask = _history_mask(model, batch)
-    L = seq.shape[1]
-    slot = torch.arange(L, device=seq.device) + (L - batch[model.ITEM_SEQ_LEN]).unsqueeze(1)  # history idx -> slot
     per_layer, panels = [], []
     for i, block in enumerate(model.blocks):
         w = rec.last(block.attn)[:, :, -1, :]  # [B, h, T]: the target's query row
-        hist = w[:, :, :L].gather(2, slot.clamp(max=L - 1).unsqueeze(1).expand(-1, w.shape[1], -1))
-        hist = hist * mask.unsqueeze(1)
-        per_layer.append(torch.cat([hist, w[:, :, L:]], -1))
+        hist = model.history_order(w[:, :, :-1], batch[model.ITEM_SEQ_LEN])
+        per_layer.append(torch.cat([hist, w[:, :, -1:]], -1))
         panels += [f"layer {i + 1} head {h + 1}" for h in range(w.shape[1])]
     values = torch.cat(per_layer, 1).unsqueeze(2)  # [B, layers*h, 1, L + 1]
     items = torch.cat([seq, torch.full_like(seq[:, :1], TARGET_SELF)], 1)
@@ -140,7 +137,7 @@ def _nova(model, batch):
         values = torch.cat(rows, 1).unsqueeze(2)
         maps.append(AttentionMap("prediction-position attention" + suffix, "position", values, panels, inputs.items,
                                  inputs.items > 0, True, "the appended mask token's query row in each layer and head"))
-    maps[0].extra = out
+    maps[-1].extra = out
     return scores, maps
 
 

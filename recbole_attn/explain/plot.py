@@ -17,15 +17,15 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
 
 
-def _grid(ax, values: np.ndarray, rows: list[str], cols: list[str], title: str, vmax: float) -> None:
-    ax.imshow(values, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+def _grid(ax, values: np.ndarray, rows: list[str], cols: list[str], title: str, vmin: float, vmax: float) -> None:
+    ax.imshow(values, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=70, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), [_short(r) for r in rows], fontsize=7)
     ax.set_title(title, fontsize=9)
     if values.size <= 600:
         for (i, j), v in np.ndenumerate(values):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5.5,
-                    color="black" if v > 0.6 * vmax else "white")
+                    color="black" if v > vmin + 0.6 * (vmax - vmin) else "white")
 
 
 def write_png(
@@ -61,9 +61,10 @@ def write_png(
     width = max(6.5 / ncols, 0.32 * len(cols) + 2.5)
     height = max(2.5, 0.28 * max(len(p[1]) for p in panels) + 2.5)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
-    vmax = max(float(values.max()), 1e-6)
+    vmin = min(float(values.min()), 0.0)  # raw (unnormalised) weights can be negative
+    vmax = max(float(values.max()), vmin + 1e-6)
     for ax, (grid, row_labels, panel) in zip(axes.flat, panels):
-        _grid(ax, grid, row_labels, cols, panel, vmax)
+        _grid(ax, grid, row_labels, cols, panel, vmin, vmax)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(f"{title}\n{amap.note}", fontsize=10)
