@@ -170,12 +170,12 @@ def _slug(text: str) -> str:
 
 
 def _write(result: dict, maps: list[AttentionMap], out_dir, label) -> list[str]:
-    from recbole_attn.explain.plot import write_png
+    from recbole_attn.explain.plot import short, write_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{result['model']}-user{_slug(result['user']['token'])}"
-    targets = [f"target: {label(e['id'])} ({e['score']:.3g})" for e in result["items"]]
+    targets = [f"target: {short(label(e['id']))} ({e['score']:.3g})" for e in result["items"]]
     files = []
     for amap in maps:
         title = f"{result['model']} on {result['dataset']}, user {result['user']['token']}: {amap.name}"

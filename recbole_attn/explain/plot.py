@@ -13,14 +13,15 @@ from recbole_attn.explain.extract import AttentionMap
 MAX_LABEL = 28
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+def short(text: str, limit: int = MAX_LABEL) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _grid(ax, values: np.ndarray, rows: list[str], cols: list[str], title: str, vmin: float, vmax: float) -> None:
     ax.imshow(values, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=70, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), [_short(r) for r in rows], fontsize=7)
+    ax.set_xticks(range(len(cols)), [short(c) for c in cols], rotation=70, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [short(r, MAX_LABEL + 20) for r in rows], fontsize=7)
     ax.set_title(title, fontsize=9)
     if values.size <= 600:
         for (i, j), v in np.ndenumerate(values):
