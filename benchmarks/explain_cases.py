@@ -115,6 +115,12 @@ def page(command: str, args, sections: list[str]) -> str:
         "result = recbole_attn.explain('saved/AttnDIN-<date>.pth', user='1', items=['50'], k=10, out_dir='explain/')",
         "```",
         "",
+        "The JSON holds `history` (id, raw token, name), `held_out_item`, `items` (rank, `predict`'s score) and "
+        "one `attention` entry per picture: `layout` (`target`: one row per scored item; `position`: the "
+        "prediction position's row per layer and head; `keys`: query x key), `panels`, `keys` (the real key "
+        "positions), `weights` [item rows][panels][queries][keys], `normalised` (weights sum to 1 over the keys), "
+        "and for ATRank and PRM `key_notes` (behaviour group; initial -> re-ranked rank) with `sum_by_note`.",
+        "",
         *sections,
     ]) + "\n"
 
