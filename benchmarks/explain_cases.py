@@ -38,7 +38,7 @@ def train(model: str, epochs: int, ckpt: Path) -> tuple[Path, int, str]:
 
     folder = ckpt / model
     folder.mkdir(parents=True, exist_ok=True)
-    done = list(folder.glob(f"{model}-*.pth"))
+    done = list(folder.glob(f"{model}-*.pth")) and not list(folder.glob("*-last.pth"))  # -last: unfinished
     if done:  # a rerun reuses the checkpoint and shows the budget it was trained with
         epochs = int(load_checkpoint(str(newest(folder)), map_location="cpu")["config"]["epochs"])
     cmd = ["python", "run_recbole_attn.py", f"--model={model}", "--dataset=ml-100k",
