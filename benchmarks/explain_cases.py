@@ -1,6 +1,6 @@
 """docs/explain.md: one ml-100k user's attention explanations from every attention model.
 
-    OMP_NUM_THREADS=1 python benchmarks/explain_cases.py [--epochs 1] [--user 1] [--k 5]
+    OMP_NUM_THREADS=1 python benchmarks/explain_cases.py [--epochs 1] [--model-epochs AttRec=3] [--user 1] [--k 5]
 
 Trains each model on ml-100k with the README's command (``run_recbole_attn.py``) and the
 CPU preset of its kind, for a short fixed budget (not converged), one run at a time; PRM
@@ -60,7 +60,8 @@ def newest(folder: Path) -> Path:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=1, help="training budget of every model")
+    p.add_argument("--model-epochs", default="", help="per-model budgets overriding --epochs: AttRec=3,AttnDIN=3")
     p.add_argument("--user", default="1")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--checkpoints", default="saved/explain", help="where the trained checkpoints go")
@@ -68,15 +69,18 @@ def main() -> int:
     args = p.parse_args()
     out = REPO / "docs" / "img" / "explain"
     ckpt = (REPO / args.checkpoints).resolve()
+    per_model = {m: int(n) for m, n in (kv.split("=") for kv in args.model_epochs.split(",") if kv)}
     sections, budgets = [], set()
     for model in [m for m in ORDER if m in args.models.split(",")]:
-        path, epochs, command = train(model, args.epochs, ckpt)
+        path, epochs, command = train(model, per_model.get(model, args.epochs), ckpt)
         budgets.add(epochs)
         subprocess.run([sys.executable, "-m", "recbole_attn.cli", "explain", str(path), "--user", args.user,
                         "--k", str(args.k), "--out", str(out), "--held-out"], cwd=REPO, check=True)
         result = json.loads((out / f"{model}-user{args.user}.json").read_text())
         sections.append(section(result, command))
     this = f"OMP_NUM_THREADS=1 python benchmarks/explain_cases.py --epochs {args.epochs} --user {args.user} --k {args.k}"
+    if args.model_epochs:
+        this += f" --model-epochs {args.model_epochs}"
     (REPO / "docs" / "explain.md").write_text(page(this, args, sections, sorted(budgets)))
     return 0
 
