@@ -57,7 +57,7 @@ def write_png(
     else:
         panels = [(values[rows, p, 0], [targets[r] for r in rows], amap.panels[p]) for p in range(values.shape[1])]
     n = len(panels)
-    ncols = min(n, 2 if amap.layout == "keys" else 4)
+    ncols = min(n, 2)
     nrows = math.ceil(n / ncols)
     width = max(6.5 / ncols, 0.32 * len(cols) + 2.5)
     height = max(2.5, 0.28 * max(len(p[1]) for p in panels) + 2.5)
