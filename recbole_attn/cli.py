@@ -2,8 +2,9 @@
 
 Subcommands: ``run`` (the default), ``convert {s3rec,taobao} ...`` (raw data to atomic
 files, ``recbole_attn.data.convert``), ``benchmark`` (models x seeds, one record per run,
-``recbole_attn.benchmark.runner``) and ``report DIR`` (tables and plots from records,
-``recbole_attn.benchmark.report``).
+``recbole_attn.benchmark.runner``), ``report DIR`` (tables and plots from records,
+``recbole_attn.benchmark.report``) and ``explain CHECKPOINT --user U`` (a user's top-k and
+the attention behind each score, ``recbole_attn.explain``).
 
 Takes RecBole's ``run_recbole.py`` arguments (``--model --dataset --config_files --nproc
 --world_size --ip --port --group_offset``), plus ``--ranker=M`` for a re-ranker (PRM):
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="recbole-attn [run]",
         usage="recbole-attn [run] [--model M] [--dataset D] [--config_files \"A.yaml B.yaml\"] [key=value ...]\n"
-        "       recbole-attn {convert,benchmark,report} --help",
+        "       recbole-attn {convert,benchmark,report,explain} --help",
         description="Train and test a recbole-attn or RecBole model through RecBole's pipeline.\n\n"
         "subcommands:\n" + _subcommand_list(),
         epilog="Any other --key=value or key=value overrides that config key (e.g. epochs=5). "
@@ -169,6 +170,7 @@ SUBCOMMANDS = {
     "convert": ("recbole_attn.data.convert", "main", "raw public data (s3rec, taobao) to RecBole atomic files"),
     "benchmark": ("recbole_attn.benchmark.runner", "benchmark_main", "models x seeds, one JSON record per run"),
     "report": ("recbole_attn.benchmark.report", "report_main", "tables and plots from benchmark records"),
+    "explain": ("recbole_attn.explain.api", "explain_main", "a user's top-k and the attention behind each score"),
 }
 
 

@@ -31,6 +31,7 @@ from torch import nn
 from recbole.utils import FeatureSource, FeatureType
 
 from recbole_attn.errors import ConfigError
+from recbole_attn.explain import capture
 
 ACTIVATIONS = ("dice", "prelu", "leakyrelu", "relu", "sigmoid", "none")
 
@@ -229,6 +230,7 @@ class TargetAttention(nn.Module):
         if self.softmax:
             scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
             scores = torch.where(mask, scores, torch.zeros_like(scores))  # all-padding rows: 0, not NaN
+        capture.record(self, scores)
         pooled = torch.einsum("bl,bld->bd", scores, hist)
         return pooled, scores
 

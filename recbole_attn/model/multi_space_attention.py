@@ -20,6 +20,8 @@ from torch import nn
 
 from recbole.model.layers import FeedForward
 
+from recbole_attn.explain import capture
+
 SCORES = ("dot", "bilinear")
 LAYER_NORM_EPS = 1e-8  # the reference's ``normalize``
 
@@ -68,9 +70,10 @@ class MultiSpaceAttention(nn.Module):
         # a row without any real behaviour attends to all (its output is never read)
         real = (mask | ~mask.any(1, keepdim=True))[:, None, None, :]  # [B, 1, 1, L]
         attn = None
-        if need_weights:
+        if need_weights or capture.active():
             logits = q @ k.transpose(-1, -2) / math.sqrt(self.d_k)
             attn = logits.masked_fill(~real, float("-inf")).softmax(-1)
+            capture.record(self, attn)
             c = self.dropout(attn) @ v
         else:
             p = self.dropout.p if self.training else 0.0

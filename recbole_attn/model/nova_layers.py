@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_attn.explain import capture
+
 FUSION_TYPES = ("add", "concat", "gating")
 
 
@@ -94,7 +96,8 @@ class NOVALayer(nn.Module):
         q = self._heads(self.query(qk_in))
         k = self._heads(self.key(qk_in))
         v = self._heads(self.value(h))  # values from the item-id stream only
-        attn = F.scaled_dot_product_attention(
+        attn = capture.scaled_dot_product_attention(
+            self,
             q,
             k,
             v,

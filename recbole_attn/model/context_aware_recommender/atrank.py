@@ -70,6 +70,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_attn.errors import ConfigError
+from recbole_attn.explain import capture
 from recbole_attn.layers import MLP, distinct_rows, time_bucket
 from recbole_attn.model.behavior_encoder import TARGET_EMBEDDINGS, TIME_ENCODINGS, BehaviorEncoder
 from recbole_attn.model.behavior_groups import BehaviorVocabulary, group_sizes
@@ -184,9 +185,10 @@ class ATRank(SequentialRecommender):
         """C [B, L, H], mask [B, L] and per-space self-attention A [n_layers][B, K, L, L] (or Nones).
 
         In eval mode (no dropout) without weights, the blocks run once per distinct
-        history (a labelled batch scores ~100 items against each), then C is spread back."""
+        history (a labelled batch scores ~100 items against each), then C is spread back;
+        not while an explanation records the weights of every row."""
         items, actions, buckets, mask = self.history(interaction)
-        if not (self.training or need_weights):
+        if not (self.training or need_weights or capture.active()):
             rows, inverse = distinct_rows(torch.cat([items, actions, buckets, mask.long()], 1))
             if len(rows) < len(inverse):
                 c, _, _ = self._encode(items[rows], actions[rows], buckets[rows], mask[rows], False)
@@ -216,6 +218,7 @@ class ATRank(SequentialRecommender):
         keys = mask.unsqueeze(1)
         e = logits.masked_fill(~keys, float("-inf")).softmax(-1)
         e = torch.where(keys, e, torch.zeros_like(e))
+        capture.record(self.vanilla, e)
         return e @ c, e.unsqueeze(1)
 
     def rank(self, u: torch.Tensor, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -253,14 +253,17 @@ class BST(SequentialRecommender):
         """Attention [B, L] of the target (query) over the history in the last block, averaged
         over heads, in the order of ``item_id_list`` (0 at padding); the rest of each row's
         unit mass is on the target itself."""
-        _, mask, weights = self._encode(interaction)
-        seq, length = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        L = seq.shape[1]
-        target_row = weights[:, -1, :L]  # right-aligned history slots
-        slot = torch.arange(L, device=seq.device).unsqueeze(0) + (L - length).unsqueeze(1)  # history idx -> slot
-        valid = slot < L
-        out = target_row.gather(1, slot.clamp(max=L - 1))
-        return torch.where(valid, out, torch.zeros_like(out))
+        _, _, weights = self._encode(interaction)
+        return self.history_order(weights[:, -1, :-1], interaction[self.ITEM_SEQ_LEN])
+
+    @staticmethod
+    def history_order(slots: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """Values of the right-aligned history slots [B, ..., L] in the order of
+        ``item_id_list`` (0 at padding); ``length`` [B]."""
+        L = slots.shape[-1]
+        slot = torch.arange(L, device=slots.device) + (L - length).view(-1, *[1] * (slots.dim() - 1))  # idx -> slot
+        out = slots.gather(-1, slot.clamp(max=L - 1).expand_as(slots))
+        return torch.where(slot < L, out, torch.zeros_like(out))
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         return self.loss_fct(self.forward(interaction), interaction[self.LABEL].float())

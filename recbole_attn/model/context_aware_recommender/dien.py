@@ -78,6 +78,7 @@ from recbole.utils import InputType
 
 from recbole_attn import evaluator as _evaluator  # noqa: F401  (registers the value metric GAUC)
 from recbole_attn.errors import ConfigError
+from recbole_attn.explain import capture
 from recbole_attn.layers import (
     MLP,
     ChannelPReLU,
@@ -156,6 +157,7 @@ class AttentionalGRU(nn.Module):
                 u = torch.sigmoid(gx[2] + gh[2])
                 if self.kind == "AUGRU":
                     u = a_t * u
+            capture.record(self, u, "update_gate")
             h = torch.where(keep, h + u * (candidate - h), h)
             if all_states:
                 states.append(h)

@@ -39,6 +39,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_attn.errors import ConfigError
+from recbole_attn.explain import capture
 
 SCORE_MODES = ("dist", "inner")
 
@@ -145,6 +146,7 @@ class AttRec(SequentialRecommender):
         allowed = mask.unsqueeze(1) & ~self.eye  # keys: real items, not the query itself
         allowed = allowed | (self.eye & ~allowed.any(-1, keepdim=True))
         attn = affinity.masked_fill(~allowed, float("-inf")).softmax(-1)
+        capture.record(self, attn)
         return attn, x, mask
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,141 @@
+"""docs/explain.md: one ml-100k user's attention explanations from every attention model.
+
+    OMP_NUM_THREADS=1 python benchmarks/explain_cases.py [--epochs 1] [--model-epochs AttRec=3] [--user 1] [--k 5]
+
+Trains each model on ml-100k with the README's command (``run_recbole_attn.py``) and the
+CPU preset of its kind, for a short fixed budget (not converged), one run at a time; PRM
+re-ranks the AttRec trained here. Then ``recbole-attn explain`` writes the JSON and PNGs
+under docs/img/explain/ and this script writes docs/explain.md around them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = REPO / "benchmarks" / "presets"
+MODELS = {  # model -> preset (README: benchmarks/presets/cpu-*.yaml)
+    "AttnDIN": "cpu-ctr-ml-100k.yaml",
+    "AttnDIEN": "cpu-ctr-ml-100k.yaml",
+    "BST": "cpu-ctr-ml-100k.yaml",
+    "ATRank": "cpu-ctr-ml-100k.yaml",
+    "NOVABERT": "cpu-ml-100k.yaml",
+    "AttnBERT4Rec": "cpu-ml-100k.yaml",
+    "AttRec": "cpu-ml-100k.yaml",
+    "PRM": "cpu-prm-ml-100k.yaml",
+}
+ORDER = ["AttRec", "AttnDIN", "AttnDIEN", "BST", "ATRank", "NOVABERT", "AttnBERT4Rec", "PRM"]  # PRM after its ranker
+
+
+def train(model: str, epochs: int, ckpt: Path) -> tuple[Path, int, str]:
+    """Train ``model`` unless its folder holds a checkpoint; (checkpoint, its epochs, the command)."""
+    from recbole_attn.trainer import load_checkpoint
+
+    folder = ckpt / model
+    folder.mkdir(parents=True, exist_ok=True)
+    done = list(folder.glob(f"{model}-*.pth")) and not list(folder.glob("*-last.pth"))  # -last: unfinished
+    if done:  # a rerun reuses the checkpoint and shows the budget it was trained with
+        epochs = int(load_checkpoint(str(newest(folder)), map_location="cpu")["config"]["epochs"])
+    cmd = ["python", "run_recbole_attn.py", f"--model={model}", "--dataset=ml-100k",
+           f"--config_files=benchmarks/presets/{MODELS[model]}", f"epochs={epochs}", f"checkpoint_dir={folder}"]
+    if model == "PRM":
+        cmd += [f"ranker_checkpoint={newest(ckpt / 'AttRec')}", "trust_checkpoint=True"]
+    if not done:
+        subprocess.run(cmd, cwd=REPO, check=True)
+    shown = [c if not c.startswith(("checkpoint_dir=", "ranker_checkpoint=")) else c.split("=")[0] + "=..." for c in cmd]
+    return newest(folder), epochs, shlex.join(shown)
+
+
+def newest(folder: Path) -> Path:
+    found = sorted((p for p in folder.glob("*.pth") if not p.stem.endswith("-last")), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"no checkpoint in {folder}")
+    return found[-1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=1, help="training budget of every model")
+    p.add_argument("--model-epochs", default="", help="per-model budgets overriding --epochs: AttRec=3,AttnDIN=3")
+    p.add_argument("--user", default="1")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--checkpoints", default="saved/explain", help="where the trained checkpoints go")
+    p.add_argument("--models", default=",".join(ORDER))
+    args = p.parse_args()
+    out = REPO / "docs" / "img" / "explain"
+    ckpt = (REPO / args.checkpoints).resolve()
+    per_model = {m: int(n) for m, n in (kv.split("=") for kv in args.model_epochs.split(",") if kv)}
+    sections, budgets = [], set()
+    for model in [m for m in ORDER if m in args.models.split(",")]:
+        path, epochs, command = train(model, per_model.get(model, args.epochs), ckpt)
+        budgets.add(epochs)
+        subprocess.run([sys.executable, "-m", "recbole_attn.cli", "explain", str(path), "--user", args.user,
+                        "--k", str(args.k), "--out", str(out), "--held-out"], cwd=REPO, check=True)
+        result = json.loads((out / f"{model}-user{args.user}.json").read_text())
+        sections.append(section(result, command))
+    this = f"OMP_NUM_THREADS=1 python benchmarks/explain_cases.py --epochs {args.epochs} --user {args.user} --k {args.k}"
+    if args.model_epochs:
+        this += f" --model-epochs {args.model_epochs}"
+    (REPO / "docs" / "explain.md").write_text(page(this, args, sections, sorted(budgets)))
+    return 0
+
+
+def _name(entry: dict) -> str:
+    return entry.get("name") or entry.get("token") or "?"
+
+
+def section(result: dict, command: str) -> str:
+    held = result["held_out_item"]
+    lines = [f"## {result['model']}", "", f"Trained with `{command}`. The last row (rank \"held out\") is the "
+             f"user's held-out item, {_name(held)} ({held['token']}).", ""]
+    lines.append("| rank | item | score |")
+    lines.append("|---|---|---|")
+    for e in result["items"]:
+        lines.append(f"| {e['rank'] or 'held out'} | {_name(e)} ({e['token']}) | {e['score']:.4g} |")
+    lines.append("")
+    for a, png in zip(result["attention"], [f for f in result["files"] if f.endswith(".png")]):
+        lines += [f"**{a['name']}**: {a['note']}.", "", f"![{result['model']} {a['name']}](img/explain/{png})", ""]
+    return "\n".join(lines)
+
+
+def page(command: str, args, sections: list[str], budgets: list[int]) -> str:
+    return "\n".join([
+        "# Attention explanations: one ml-100k user, every attention model",
+        "",
+        f"Generated by `{command}` (written by that command; do not edit).",
+        f"Each model is trained for **{' or '.join(map(str, budgets))} epoch(s)** (`epochs=` in its command) with "
+        "the CPU preset of its kind "
+        "(`benchmarks/presets/cpu-*.yaml`; PRM re-ranks the AttRec trained here): a short budget, **not converged**; the pictures show",
+        "what the tool draws, not what a trained model attends to. The JSON next to each picture "
+        "(`docs/img/explain/<Model>-user<U>.json`) holds the ids, raw tokens, names and weights.",
+        "",
+        f"User {args.user}'s history is the one the model sees for the held-out (test) item; the items are the "
+        f"model's top {args.k} (history items excluded) with `predict`'s score, from the forward pass that "
+        "recorded the attention (`recbole_attn.explain.capture`). To explain your own checkpoint:",
+        "",
+        "```bash",
+        "recbole-attn explain saved/AttnDIN-<date>.pth --user 1 --items 50,181 --k 10 --out explain/",
+        "```",
+        "",
+        "```python",
+        "import recbole_attn",
+        "result = recbole_attn.explain('saved/AttnDIN-<date>.pth', user='1', items=['50'], k=10, out_dir='explain/')",
+        "```",
+        "",
+        "The JSON holds `history` (id, raw token, name), `held_out_item`, `items` (rank, `predict`'s score) and "
+        "one `attention` entry per picture: `layout` (`target`: one row per scored item; `position`: the "
+        "prediction position's row per layer and head; `keys`: query x key), `panels`, `keys` (the real key "
+        "positions), `weights` [item rows][panels][queries][keys], `normalised` (weights sum to 1 over the keys), "
+        "and for ATRank and PRM `key_notes` (behaviour group; initial -> re-ranked rank) with `sum_by_note`.",
+        "",
+        *sections,
+    ]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
