@@ -18,7 +18,9 @@ option (AttnDIN.yaml):
 - Attention: the code's unit is an MLP 80-40 with sigmoid, its scores / sqrt(D) are
   softmax-normalised over the real positions (``attention_activation: sigmoid``,
   ``attention_softmax: True``, ``attention_scale: True``); the paper (Sec. 4.3) keeps
-  the raw weights and draws PReLU/Dice.
+  the raw weights and draws PReLU/Dice. Beauty, cpu-ctr-beauty.yaml, seed 1,
+  embedding_size 64: valid AUC 0.8264 with the softmax, 0.8289 with raw weights (the
+  latter scored against 20 sampled negatives instead of 100).
 - Pooled interest: the code batch-normalises it and applies a linear map D -> D
   (``hist_bn``, ``hist_fcn``; ``pooled_projection: True``); the paper has neither.
 - Prediction MLP input: the code feeds [u, e_a, u * e_a] (``mlp_product: True``) through
