@@ -205,6 +205,19 @@ def test_mlp_input_is_u_target_and_their_product_in_the_reference_layout(trained
         assert _mlp_raw_input(paper.eval(), batch).shape == (len(batch), 2 * d)
 
 
+def test_default_widths_are_the_reference_codes():
+    """The code embeds item id and category in 64 each (hidden_units 128); the paper's 12
+    is an option."""
+    defaults = yaml.safe_load((SRC / "properties" / "model" / "AttnDIN.yaml").read_text())
+    assert defaults["embedding_size"] == 64
+    assert defaults["attention_mlp"] == [80, 40] and defaults["mlp_hidden_size"] == [80, 40]
+    kw = dict(load_col=ITEM_COLS, metrics=["AUC"], valid_metric="AUC")
+    _, model, _, _, _ = build("AttnDIN", embedding_size=defaults["embedding_size"], **kw)  # tiny.yaml: 16
+    assert model.item_embedding.out_dim == 128 and model.mlp.net[0].in_features == 3 * 128
+    _, paper, _, _, _ = build("AttnDIN", embedding_size=12, **kw)
+    assert paper.item_embedding.out_dim == 24
+
+
 def test_parameter_count_matches_the_reference_layout():
     _, model, _, _, _ = din()
     e, d = 8, 16  # embedding_size; D = item id + category
