@@ -223,7 +223,7 @@ def _train_and_test(config: Config, saved: bool, resume: str | None = None):
         initial = as_floats(trainer.evaluate_initial(test_data, show_progress=config["show_progress"]))
         result["initial_test_result"] = initial
         logger.info(set_color("initial vs re-ranked (test)", "yellow") + "\n" + side_by_side(initial, test_result))
-    checkpoint = trainer.saved_model_file if saved else "none (saved=False)"
+    checkpoint = os.path.abspath(trainer.saved_model_file) if saved else "none (saved=False)"
     logger.info(set_color("checkpoint", "blue") + f": {checkpoint}  " + set_color("log", "blue") + f": {log_file}")
     return result, trainer
 
