@@ -112,10 +112,18 @@ def test_prm_ranker_lists_equal_recbole(tmp_path):
     assert results[0] == results[1]
 
 
-def test_ml100k_sasrec_batches_equal_recbole():
-    overrides = dict(load_col={"inter": ["user_id", "item_id", "rating", "timestamp"]}, train_batch_size=2048,
-                     eval_batch_size=4096, MAX_ITEM_LIST_LENGTH=50)
-    lean, base = built("SASRec", "lean", "ml-100k", **overrides), built("SASRec", "recbole", "ml-100k", **overrides)
+ML100K_INTER = ["user_id", "item_id", "rating", "timestamp"]
+
+
+@pytest.mark.parametrize("model, load_col", [
+    ("SASRec", {"inter": ML100K_INTER}),
+    ("NOVABERT", {"inter": ML100K_INTER, "item": ["item_id", "release_year", "class"]}),  # side information
+    ("AttnDIN", {"inter": ML100K_INTER, "item": ["item_id", "class"]}),  # labelled protocol, 100 negatives
+])
+def test_ml100k_batches_equal_recbole(model, load_col):
+    overrides = dict(train_batch_size=2048, eval_batch_size=4096, MAX_ITEM_LIST_LENGTH=50, load_col=load_col)
+    lean, base = built(model, "lean", "ml-100k", **overrides), built(model, "recbole", "ml-100k", **overrides)
+    assert type(lean[1]) is LeanSequentialDataset and type(base[1]) is SequentialDataset
     assert assert_same_loaders(lean[2:5], base[2:5], lean[0]["seed"]) > 40
 
 
@@ -195,3 +203,20 @@ def test_leave_one_out_index_is_recbole_s():
         grouped = Dataset._grouped_index(None, keys)
         expected = Dataset._split_index_by_leave_one_out(None, grouped, num)
         assert [p.tolist() for p in leave_one_out_index(keys, num)] == expected
+
+
+def test_ml100k_prm_ranker_lists_equal_recbole(tmp_path):
+    from recbole_attn.quick_start import run
+
+    size = dict(train_batch_size=2048, eval_batch_size=4096, MAX_ITEM_LIST_LENGTH=50, load_col={"inter": ML100K_INTER})
+    ranker = tiny_config(checkpoint_dir=str(tmp_path), epochs=1, sequential_dataset="recbole", **size)
+    ranker.pop("data_path")
+    run("SASRec", "ml-100k", config_dict=ranker)
+    (path,) = tmp_path.glob("SASRec-*.pth")
+    prm = dict(checkpoint_dir=str(tmp_path), ranker_checkpoint=str(path), list_length=10, **size)
+    lean, base = built("PRM", "lean", "ml-100k", **prm), built("PRM", "recbole", "ml-100k", **prm)
+    assert type(lean[1]) is LeanSequentialDataset and type(base[1]) is SequentialDataset
+    assert assert_same_loaders(lean[2:5], base[2:5], lean[0]["seed"]) > 2
+    for split in (3, 4):  # the ranker's lists at the validation and test points
+        for a, b in zip(batches(lean[split], 0), batches(base[split], 0)):
+            assert_same(tuple(lean[5].ranker_lists(a[0])), tuple(base[5].ranker_lists(b[0])), f"split {split}")
