@@ -234,8 +234,11 @@ class LeanSequentialDataset(SequentialDataset):
         return [self.copy(self.inter_feat[torch.from_numpy(empty if k is None else parts[k])]) for k in layout]
 
     def __getitem__(self, index, join: bool = True) -> Interaction:
-        """The samples at ``index`` with their ``_list`` fields built (a batch)."""
-        df = self.inter_feat[index].materialize()
+        """The samples at ``index`` with their ``_list`` fields built (a batch). A copy holding
+        a plain ``Interaction`` (rows concatenated from other splits, e.g. PRM's control of a
+        ranker retrained on train + validation) reads its rows as RecBole's dataset does."""
+        df = self.inter_feat[index]
+        df = df.materialize() if isinstance(df, SampleInteraction) else df
         return self.join(df) if join else df
 
     def inter_matrix(self, form: str = "coo", value_field=None):
