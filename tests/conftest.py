@@ -47,6 +47,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _bare_argv():
+    """RecBole's Config reads ``--key=value`` from sys.argv: pytest's own options (e.g.
+    ``--durations=10``) must not reach the module-scoped fixtures that build configs."""
+    argv, sys.argv = sys.argv, ["pytest"]
+    yield
+    sys.argv = argv
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Each test runs in its own folder (RecBole writes log/, saved/ there) with a bare argv."""
