@@ -125,10 +125,16 @@ def test_report_rows_by_label_with_one_command_per_row(tmp_path):
     records += [rec("SASRec", None, 1, 0.3, [], config_files=("other.yaml",))]
     old = [rec("NOVABERT", None, s, 0.05 * s, []) for s in (1, 2)]  # runs of the model before a fix
     records += [{**r, "superseded": "side LayerNorm", "git_sha": "0123456789abcdef"} for r in old]
+    later = [rec("NOVABERT", None, s, 0.07 * s, []) for s in (1, 2)]  # between a first and a second fix
+    records += [{**r, "superseded": "recipe", "superseded_tag": "no recipe, before fix", "git_sha": "fedcba9876543210"}
+                for r in later]
     (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (tmp_path / "scale").mkdir()  # another benchmark's JSON lines (benchmarks/scale.py): not runs
+    (tmp_path / "scale" / "scale.jsonl").write_text(json.dumps({"benchmark": "scale", "model": "SASRec"}) + "\n")
     doc = tmp_path / "report.md"
     assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
     text = doc.read_text()
+    assert "Failed runs" not in text
     # two config-file groups on one dataset: two tables, named by their config files
     assert "### ml-100k (cpu-ml-100k): test metrics" in text and "### ml-100k (other): test metrics" in text
     assert "| NOVABERT | 2 |" in text and "| NOVABERT-add | 2 | **0.3000 ± 0.1414** |" in text
@@ -137,6 +143,7 @@ def test_report_rows_by_label_with_one_command_per_row(tmp_path):
     assert "- NOVABERT: `recbole-attn benchmark --models NOVABERT --dataset ml-100k --seeds 1,2 --config_files" in text
     # superseded runs keep their own row, and their command runs on their own commit
     assert "| NOVABERT (before fix) | 2 | 0.0750 ± 0.0354 |" in text
+    assert "| NOVABERT (no recipe, before fix) | 2 | 0.1050 ± 0.0495 |" in text
     assert "- NOVABERT (before fix): `git checkout 0123456789 && recbole-attn benchmark --models NOVABERT" in text
     assert (tmp_path / "ml-100k-cpu-ml-100k-metrics.png").is_file()
 

@@ -42,10 +42,11 @@ def smaller_is_better(metric: str) -> bool:
 
 
 def load_records(root: Path) -> tuple[list[dict], list[dict]]:
-    """(benchmark run records, pipeline-overhead records) found under ``root``."""
+    """(benchmark run records, pipeline-overhead records) found under ``root``; other
+    benchmarks' JSON lines (``benchmarks/scale.py``'s, no dataset and seed) are not runs."""
     runs, overhead = [], []
     for path in sorted(root.rglob("*.jsonl")):
-        runs += read_records(path)
+        runs += [r for r in read_records(path) if "dataset" in r and "seed" in r]
     for path in sorted(root.rglob("pipeline_overhead-*.json")):
         overhead.append(json.loads(path.read_text()))
     return runs, overhead
@@ -62,12 +63,13 @@ def _fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
 def label(record: dict) -> str:
     """A table row's name: the run's ``--label``, else its model; a re-ranker's row also
     names its ranker (``SASRec + PRM``). A run of a model that a later fix changed carries
-    ``superseded`` (what changed) and keeps its row, named ``<row> (before fix)``."""
+    ``superseded`` (what changed) and keeps its row, named ``<row> (before fix)``, or
+    ``<row> (<superseded_tag>)`` where a model was fixed more than once."""
     if record.get("row"):
         return record["row"]
     name = record.get("label") or record["model"]
     if record.get("superseded"):
-        name += " (before fix)"
+        name += f" ({record.get('superseded_tag') or 'before fix'})"
     return f"{record['ranker']} + {name}" if record.get("ranker") else name
 
 
