@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +25,22 @@ def tiny_config(**overrides) -> dict:
     cfg["data_path"] = str(FIXTURES)
     cfg.update(overrides)
     return cfg
+
+
+def train_tiny(folder: Path, model: str, **overrides) -> tuple[dict, Path]:
+    """Train ``model`` on the tiny fixture inside ``folder`` (RecBole writes log/ there, the
+    checkpoint goes there too); (the run's result, its checkpoint). For module-scoped
+    fixtures, which run before each test's own folder is set up."""
+    from recbole_attn.quick_start import run
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        result = run(model, "tiny", config_dict=tiny_config(checkpoint_dir=str(folder), **overrides))
+    finally:
+        os.chdir(cwd)
+    (path,) = folder.glob(f"{model}-tiny-*[0-9a-f].pth")
+    return result, path
 
 
 def free_port() -> int:

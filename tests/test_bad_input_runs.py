@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from bad_input import BadInput
-from conftest import FIXTURES, TINY_YAML, build, tiny_config
+from conftest import FIXTURES, TINY_YAML, build, train_tiny
 from recbole_attn.benchmark import runner
 from recbole_attn.cli import main
 from recbole_attn.config import ConfigError
@@ -354,18 +353,7 @@ def test_report_only_malformed_records(capsys, tmp_path):
 @pytest.fixture(scope="module")
 def ranker(tmp_path_factory):
     """A one-epoch SASRec on the tiny fixture: its checkpoint."""
-    from recbole_attn.quick_start import run
-
-    folder = tmp_path_factory.mktemp("ranker")
-    cwd, argv = os.getcwd(), sys.argv
-    os.chdir(folder)
-    sys.argv = ["pytest"]
-    try:
-        run("SASRec", "tiny", config_dict=tiny_config(checkpoint_dir=str(folder), epochs=1, load_col=PRM_LOAD_COL))
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
-    (path,) = folder.glob("SASRec-tiny-*.pth")
+    _, path = train_tiny(tmp_path_factory.mktemp("ranker"), "SASRec", epochs=1, load_col=PRM_LOAD_COL)
     return path
 
 

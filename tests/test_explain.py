@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +16,7 @@ from recbole_attn import cli
 from recbole_attn.explain import capture
 from recbole_attn.explain.api import item_names, user_row
 from recbole_attn.explain.extract import EXTRACTORS, explain_batch
-from recbole_attn.quick_start import run
-from conftest import build, tiny_config
+from conftest import build, train_tiny
 
 LOAD_COL = {"inter": ["user_id", "item_id", "rating", "timestamp", "behavior_type"], "item": ["item_id", "category"]}
 CTR = dict(
@@ -45,15 +42,7 @@ MODELS = list(SETTINGS)
 def ranker(tmp_path_factory):
     """A tiny AttRec checkpoint (one epoch): PRM's ranker and the command line's checkpoint."""
     folder = tmp_path_factory.mktemp("ranker")
-    cwd, argv = os.getcwd(), sys.argv
-    os.chdir(folder)
-    sys.argv = ["pytest"]
-    try:
-        run("AttRec", "tiny", config_dict=tiny_config(checkpoint_dir=str(folder), epochs=1, load_col=LOAD_COL))
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
-    (path,) = folder.glob("AttRec-*.pth")
+    _, path = train_tiny(folder, "AttRec", epochs=1, load_col=LOAD_COL)
     return folder, path
 
 

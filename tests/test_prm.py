@@ -18,7 +18,7 @@ from recbole_attn.config import PROPERTIES_DIR, ConfigError
 from recbole_attn.model.rerank import prm as prm_module
 from recbole_attn.quick_start import run, run_with_ranker
 from recbole_attn.trainer import get_trainer
-from conftest import build, tiny_config
+from conftest import build, tiny_config, train_tiny
 
 LOAD_COL = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "category"]}
 METRICS = dict(metrics=["Recall", "MRR", "NDCG", "Precision", "MAP"], topk=[5, 10], valid_metric="NDCG@10")
@@ -28,15 +28,7 @@ METRICS = dict(metrics=["Recall", "MRR", "NDCG", "Precision", "MAP"], topk=[5, 1
 def ranker(tmp_path_factory):
     """A tiny SASRec trained for one epoch: (its checkpoint folder, its checkpoint file)."""
     folder = tmp_path_factory.mktemp("ranker")
-    cwd, argv = os.getcwd(), sys.argv
-    os.chdir(folder)
-    sys.argv = ["pytest"]
-    try:
-        run("SASRec", "tiny", config_dict=tiny_config(checkpoint_dir=str(folder), epochs=1, load_col=LOAD_COL))
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
-    (path,) = folder.glob("SASRec-*.pth")
+    _, path = train_tiny(folder, "SASRec", epochs=1, load_col=LOAD_COL)
     return folder, path
 
 

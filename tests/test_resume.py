@@ -22,7 +22,7 @@ import torch
 
 from recbole_attn.cli import main
 from recbole_attn.quick_start import run
-from conftest import FIXTURES, REPO, TINY_YAML, tiny_config
+from conftest import FIXTURES, REPO, TINY_YAML, tiny_config, train_tiny
 
 EPOCHS = 3
 # The child pauses after the first -last.pth is written, until the test's signal arrives.
@@ -50,15 +50,7 @@ def cli_args(checkpoint_dir: Path) -> list[str]:
 def uninterrupted(tmp_path_factory):
     """(result, best weights) of the run never interrupted."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    cwd, argv = os.getcwd(), sys.argv
-    os.chdir(folder)
-    sys.argv = ["pytest"]
-    try:
-        result = run("AttRec", "tiny", config_dict=tiny_config(epochs=EPOCHS, checkpoint_dir=str(folder), state="INFO"))
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
-    (best,) = folder.glob("AttRec-tiny-*.pth")
+    result, best = train_tiny(folder, "AttRec", epochs=EPOCHS, state="INFO")
     assert not list(folder.glob("*-last.pth")), "a finished run keeps no -last checkpoint"
     return result, torch.load(best, weights_only=False)["state_dict"]
 
