@@ -251,23 +251,6 @@ def known_keys() -> frozenset[str]:
     return frozenset(keys)
 
 
-def dataset_fields(folder: str, dataset: str, separator: str = "\t") -> set[str]:
-    """Field names in the headers of ``<folder>/<dataset>.*`` atomic files (empty if none)."""
-    fields: set[str] = set()
-    if not os.path.isdir(folder):
-        return fields
-    for name in os.listdir(folder):
-        if not name.startswith(dataset + "."):
-            continue
-        try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                header = f.readline()
-        except (OSError, UnicodeDecodeError):
-            continue
-        fields.update(col.split(":")[0].strip() for col in header.rstrip("\n").split(separator) if col.strip())
-    return fields
-
-
 def suggestion(key: str, known) -> str:
     """`` did you mean `x`?`` for the nearest known key (case-insensitive), or ''."""
     lower = {k.lower(): k for k in known}

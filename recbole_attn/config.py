@@ -37,7 +37,7 @@ compat.apply()
 from recbole.config import Config as RecBoleConfig  # noqa: E402
 from recbole.utils import ModelType  # noqa: E402
 
-from recbole_attn.fields import set_field_defaults  # noqa: E402
+from recbole_attn.fields import dataset_fields, set_field_defaults  # noqa: E402
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
 
@@ -257,7 +257,9 @@ class Config(RecBoleConfig):
             if self.dataset == "ml-100k"
             else os.path.join(str(cfg.get("data_path") or ""), self.dataset)
         )
-        fields = checks.dataset_fields(folder, self.dataset, str(cfg.get("field_separator") or "\t"))
+        fields = dataset_fields(
+            folder, self.dataset, str(cfg.get("field_separator") or "\t"), str(cfg.get("encoding") or "utf-8")
+        )
         sources = {**getattr(self, "key_sources", {})}
         sources.update({k: "config_dict" for k in self.variable_config_dict})
         sources.update({k: "command line" for k in self.cmd_config_dict})

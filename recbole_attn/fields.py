@@ -5,8 +5,9 @@ Defaults are dataset-agnostic: every column of the atomic files is loaded
 narrows it, and each model takes its inputs from the field types of what is loaded.
 This module
 
-- reads the atomic files' headers (``atomic_fields``), so an error can list what the
-  files hold, loaded or not;
+- reads the atomic files' headers (``header_fields``: ``atomic_fields`` per source, so an
+  error can list what the files hold, loaded or not; ``dataset_fields``, every file's
+  field names, which the strict configuration accepts as keys);
 - fills the defaults that depend on the dataset (``set_field_defaults``, called by
   ``Config``): the time field when the split or the model orders by time, RecBole's
   ``selected_features`` (SASRecF, FDSA, GRU4RecF) and ATRank without a behaviour field;
@@ -36,6 +37,14 @@ FIELD_OPTIONS = {
 }
 
 
+def header_fields(path: str | Path, separator: str = "\t", encoding: str = "utf-8") -> dict[str, str]:
+    """{field: type} of an atomic file's header line (``name:type`` columns, in order)."""
+    with open(path, encoding=encoding) as f:
+        header = f.readline().rstrip("\r\n")
+    columns = (c.partition(":") for c in header.split(separator) if c.strip())
+    return {field.strip(): ftype.strip() for field, _, ftype in columns}
+
+
 def atomic_fields(config) -> dict[str, dict[str, str]]:
     """source -> {field: type} read from the headers of ``<data_path>/<dataset>.<source>``.
 
@@ -48,14 +57,27 @@ def atomic_fields(config) -> dict[str, dict[str, str]]:
     for source in SOURCES:
         name = f"{config['dataset']}.{parts[0]}.inter" if source == "inter" and parts else f"{config['dataset']}.{source}"
         path = folder / name
-        if not path.is_file():
-            out[source] = {}
-            continue
-        with open(path, encoding=config["encoding"] or "utf-8") as f:
-            header = f.readline().rstrip("\r\n")
-        columns = (c.partition(":") for c in header.split(config["field_separator"] or "\t") if c)
-        out[source] = {field: ftype for field, _, ftype in columns}
+        out[source] = (
+            header_fields(path, config["field_separator"] or "\t", config["encoding"] or "utf-8") if path.is_file() else {}
+        )
     return out
+
+
+def dataset_fields(folder: str | Path, dataset: str, separator: str = "\t", encoding: str = "utf-8") -> set[str]:
+    """Field names in the headers of every ``<folder>/<dataset>.*`` atomic file (empty if
+    none; a file that cannot be read as text is skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return set()
+    fields: set[str] = set()
+    for path in folder.iterdir():
+        if not path.name.startswith(dataset + "."):
+            continue
+        try:
+            fields.update(header_fields(path, separator, encoding))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return fields
 
 
 def loaded_fields(config, files: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

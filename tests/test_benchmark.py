@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
-from recbole_attn.benchmark.report import command, convergence, report_main, shell_quote, summarise
+from recbole_attn.benchmark.report import (
+    CONVERT, command, convergence, report_main, shell_quote, summarise, train_table,
+)
 from recbole_attn.benchmark.runner import benchmark_main
 from conftest import FIXTURES, REPO, TINY_YAML
 
@@ -295,12 +297,13 @@ def test_no_curve_plot_for_records_without_curves(tmp_path):
 
 def test_printed_commands_paste_into_bash():
     override = "--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'group_by': 'user', 'mode': 'full'}"
-    records = [_curve_record("AttnDIN", 1, True, label="AttnDIN full", overrides=[override, "--topk=[10, 20]"],
+    records = [_curve_record("AttnDIN", 1, True, label="AttnDIN full",
+                             overrides=["--data_path=/home/me/my data", override, "--topk=[10, 20]"],
                              config_files=["a b/x.yaml", "y.yaml"])]
     argv = shlex.split(command(records))
     assert argv[argv.index("--label") + 1] == "AttnDIN full"
     assert argv[argv.index("--config_files") + 1] == "a b/x.yaml y.yaml"
-    assert argv[-2:] == [override, "--topk=[10, 20]"]
+    assert argv[-3:] == ["--data_path=DATA", override, "--topk=[10, 20]"]
     assert f'"{override}"' in command(records)  # readable: no escaped single quotes
     for arg in ["--a=it's $HOME", 'x"y', "--b=`ls`", "plain", "--c=[1, 2]", "--d={'k': \"v\"}", "wow!'"]:
         assert shlex.split(shell_quote(arg)) == [arg]
@@ -308,3 +311,27 @@ def test_printed_commands_paste_into_bash():
     printed = command(records).replace("recbole-attn benchmark", "printf '%s\\0'", 1)
     out = subprocess.run(["bash", "-c", printed], capture_output=True, text=True, check=True).stdout
     assert out.split("\0")[:-1] == argv[2:]
+
+
+def test_printed_commands_name_the_data_folder_DATA_and_each_table_says_how_to_make_it():
+    folder = "--data_path=/work/data/converted"  # a folder of the machine that ran them
+    records = [_curve_record(m, s, True, dataset="beauty", overrides=[folder, "--topk=[10, 20]"])
+               for m in ("AttnDIN", "DIN") for s in (1, 2)]
+    for per_row in (False, True):
+        text = "\n".join(train_table("beauty", records, per_row=per_row))
+        assert "/work/data" not in text  # neither in the commands nor in the settings
+        assert "overrides `--data_path=DATA '--topk=[10, 20]'`" in text
+        printed = [line.split("`")[1] for line in text.splitlines() if "`recbole-attn benchmark" in line]
+        assert printed and all("--data_path=DATA" in shlex.split(c) for c in printed)
+        assert text.count(CONVERT["beauty"]) == 1  # said once per table
+    # RecBole's bundled dataset folder stays as it is, and needs no note
+    bundled = "--data_path=/opt/venv/lib/python3.11/site-packages/recbole/dataset_example/"
+    ml = [_curve_record("SASRec", 1, True, overrides=[bundled])]
+    assert shlex.split(command(ml))[-1] == bundled and "`DATA`" not in "\n".join(train_table("ml-100k", ml))
+    # a dataset without a converter: the note says what DATA holds
+    shop = [_curve_record("SASRec", 1, True, dataset="shop", overrides=["--data_path=data"])]
+    assert "`DATA/shop/`, the dataset's RecBole atomic files" in "\n".join(train_table("shop", shop))
+    # the converters' commands are README's (which writes to data/)
+    readme = (REPO / "README.md").read_text()
+    for dataset, convert in CONVERT.items():
+        assert convert.replace("--out DATA", "--out data/") in readme, dataset

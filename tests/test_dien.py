@@ -11,7 +11,8 @@ import yaml
 
 from recbole_attn.config import ConfigError
 from recbole_attn.model.context_aware_recommender import dien as dien_module
-from recbole_attn.model.context_aware_recommender.dien import GRU_TYPES, AttentionalGRU, AttnDIEN
+from recbole_attn.model.context_aware_recommender.dien import AttnDIEN
+from recbole_attn.model.interest_evolution import GRU_TYPES, AttentionalGRU
 from conftest import build, scramble_padding
 
 TINY = dict(

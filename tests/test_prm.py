@@ -16,6 +16,8 @@ from recbole_attn import load_data_and_model
 from recbole_attn.cli import main
 from recbole_attn.config import PROPERTIES_DIR, ConfigError
 from recbole_attn.model.rerank import prm as prm_module
+from recbole_attn.model.rerank import prm_trainer as prm_trainer_module
+from recbole_attn.model.rerank import ranker as ranker_module
 from recbole_attn.quick_start import run, run_with_ranker
 from recbole_attn.trainer import get_trainer
 from conftest import build, tiny_config, train_tiny
@@ -51,7 +53,8 @@ def trainer_for(config, model):
 
 
 def test_every_key_the_model_reads_is_in_its_yaml():
-    read = set(re.findall(r"config\[\"(\w+)\"\]", inspect.getsource(prm_module)))
+    source = "".join(inspect.getsource(m) for m in (prm_module, prm_trainer_module, ranker_module))
+    read = set(re.findall(r"config\[\"(\w+)\"\]", source))
     ours = set(yaml.safe_load((PROPERTIES_DIR / "model" / "PRM.yaml").read_text()))
     recbole = {"model", "dataset", "eval_args", "device", "checkpoint_dir", "USER_ID_FIELD", "ITEM_ID_FIELD", "LIST_SUFFIX",
                "ITEM_LIST_LENGTH_FIELD"}

@@ -105,7 +105,8 @@ def test_results_page_from_the_reference_records_only(records_dir, tmp_path):
     commands = [line for line in text.splitlines() if line.startswith("- NOVABERT: `")]
     argv = shlex.split(commands[0].split("`")[1])
     assert argv[:4] == ["recbole-attn", "benchmark", "--models", "NOVABERT"]
-    assert "benchmarks/presets/ref-ml-100k.yaml" in argv and "--data_path=benchmarks/scratch/data" in argv
+    assert "benchmarks/presets/ref-ml-100k.yaml" in argv and "--data_path=DATA" in argv  # a folder of that machine
+    assert "`DATA` (`--data_path`): the folder that holds `DATA/ml-100k/`" in text
     # the curves of every table, drawn and linked
     for png in ("ml-100k-protocol-ref-ml-100k-curves.png", "ml-100k-protocol-ref-prm-ml-100k-curves.png"):
         path = tmp_path / "docs" / "img" / "ref" / png

@@ -6,9 +6,10 @@ Reads every ``*.jsonl`` file under DIR (records of ``recbole-attn benchmark``) a
 listed in ``DIR/claims.yaml`` (or ``--claims``) are judged against every table that has
 both rows. Tables whose records have learning curves get a curves plot; rows whose runs
 reached the epoch cap before early stopping are marked "not converged". Every command
-printed pastes into bash. A re-ranker's table also holds its ranker's rows: the initial
-list and, for runs of ``benchmark --ranker_control``, the ranker retrained on train +
-validation (its control). ``--results FILE`` writes the "Reference results" page from the
+printed pastes into bash; a data folder of the machine that ran it is printed as
+``DATA``, which each table says how to make. A re-ranker's table also holds its ranker's
+rows: the initial list and, for runs of ``benchmark --ranker_control``, the ranker
+retrained on train + validation (its control). ``--results FILE`` writes the "Reference results" page from the
 reference-protocol records only instead (``recbole_attn.benchmark.results``). Nothing in
 the output is typed by hand: rerun this after adding records.
 A malformed line (a killed run's truncated last line) is skipped with a warning naming
@@ -34,6 +35,18 @@ from recbole_attn.errors import ConfigError
 
 # RecBole's metrics where smaller is better (recbole.evaluator.smaller_metrics, lower case).
 SMALLER_IS_BETTER = {"logloss", "rmse", "mae"}
+
+# Printed commands name a data folder of the machine that ran them as DATA (RecBole's
+# bundled ``recbole/dataset_example`` stays as it is); CONVERT makes DATA/<dataset>/ from
+# the raw files of README's dataset section.
+DATA = "DATA"
+CONVERT = {
+    "beauty": "recbole-attn convert s3rec --seq Beauty.txt --attributes Beauty_item2attributes.json --name beauty --out DATA",
+    "toys": "recbole-attn convert s3rec --seq Toys_and_Games.txt --attributes Toys_and_Games_item2attributes.json "
+            "--name toys --out DATA",
+    "lastfm": "recbole-attn convert s3rec --seq LastFM.txt --attributes LastFM_item2attributes.json --name lastfm --out DATA",
+    "taobao": "recbole-attn convert taobao --csv UserBehavior_head.csv --out DATA --category-conflict first",
+}
 
 
 def smaller_is_better(metric: str) -> bool:
@@ -118,6 +131,31 @@ def initial_lists(records: list[dict]) -> list[dict]:
     return out
 
 
+def _is_bundled(path: str) -> bool:
+    """Whether a ``data_path`` is RecBole's bundled dataset folder (``recbole/dataset_example``)."""
+    return Path(path.rstrip("/\\")).parts[-2:] == ("recbole", "dataset_example")
+
+
+def portable(override: str) -> str:
+    """An override as printed: ``--data_path=<a folder of the machine>`` -> ``--data_path=DATA``."""
+    key, sep, value = override.partition("=")
+    return f"{key}={DATA}" if key == "--data_path" and sep and not _is_bundled(value) else override
+
+
+def data_note(records: list[dict]) -> list[str]:
+    """What DATA is, for a table whose printed commands name it (else nothing)."""
+    if not any(portable(o) != o for r in records for o in r.get("overrides") or []):
+        return []
+    parts = []
+    for d in sorted({r["dataset"] for r in records}):
+        if d in CONVERT:
+            parts.append(f"`{DATA}/{d}/`, which `{CONVERT[d]}` writes, run in the folder of the raw files "
+                         "(README, datasets)")
+        else:
+            parts.append(f"`{DATA}/{d}/`, the dataset's RecBole atomic files (`{d}.inter`, ...)")
+    return [f"`{DATA}` (`--data_path`): the folder that holds " + "; and ".join(parts) + ".", ""]
+
+
 def _shared_value(records: list[dict], key: str, key_cfg: bool = False):
     values = {json.dumps(r.get("config", {}).get(key) if key_cfg else r.get(key), sort_keys=True) for r in records}
     return json.loads(values.pop()) if len(values) == 1 else None
@@ -131,7 +169,7 @@ def _settings(records: list[dict]) -> str:
         parts.append("config files " + ", ".join(Path(f).name for f in config_files))
     overrides = _shared_value(records, "overrides")
     if overrides:
-        parts.append("overrides `" + " ".join(map(shell_quote, overrides)) + "`")
+        parts.append("overrides `" + " ".join(shell_quote(portable(o)) for o in overrides) + "`")
     for key in ("eval_args", "MAX_ITEM_LIST_LENGTH", "train_batch_size", "epochs", "stopping_step"):
         value = _shared_value(records, key, key_cfg=True)
         if value is not None:
@@ -153,7 +191,8 @@ def command(records: list[dict]) -> str:
     """The ``recbole-attn benchmark`` command line that reproduces a group of runs
     (runs of one row, or rows that differ only in their model); for superseded runs, on
     their own commit. Every value is shell-quoted where needed (``shell_quote``), so the
-    line pastes into bash as printed: ``--eval_args={'mode': 'full'}`` is one argument."""
+    line pastes into bash as printed: ``--eval_args={'mode': 'full'}`` is one argument;
+    a data folder is printed as ``DATA`` (``portable``, ``data_note``)."""
     first = records[0]
     q = shell_quote
     models = ",".join(dict.fromkeys(r["model"] for r in records))
@@ -171,7 +210,7 @@ def command(records: list[dict]) -> str:
         parts.append("--ranker_config_files " + q(" ".join(first["ranker_config_files"])))
     if first.get("ranker_control"):
         parts.append("--ranker_control")
-    parts += [q(o) for o in first.get("overrides") or []]
+    parts += [q(portable(o)) for o in first.get("overrides") or []]
     if first.get("superseded"):  # the model changed since: the command runs on the run's own commit
         parts.insert(0, f"git checkout {first['git_sha'][:10]} &&")
     return " ".join(parts)
@@ -179,16 +218,16 @@ def command(records: list[dict]) -> str:
 
 def commands(records: list[dict], per_row: bool = False) -> list[str]:
     """One ``Command:`` line when every row shares its options (unless ``per_row``), else
-    one command per row."""
+    one command per row; then what ``DATA`` is where a command names it."""
     if not per_row and all(not r.get("label") and not r.get("ranker") and not r.get("superseded") for r in records) \
             and _shared_value(records, "overrides") is not None:
-        return [f"Command: `{command(records)}`", ""]
+        return [f"Command: `{command(records)}`", "", *data_note(records)]
     by_label: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_label[label(r)].append(r)
     return ["Commands, per row:", ""] + [
         f"- {name}: `{command(rs)}`" for name, rs in sorted(by_label.items())
-    ] + [""]
+    ] + ["", *data_note(records)]
 
 
 def tables(records: list[dict]) -> dict[str, list[dict]]:

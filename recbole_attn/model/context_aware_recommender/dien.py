@@ -78,7 +78,6 @@ from recbole.utils import InputType
 
 from recbole_attn import evaluator as _evaluator  # noqa: F401  (registers the value metric GAUC)
 from recbole_attn.errors import ConfigError
-from recbole_attn.explain import capture
 from recbole_attn.layers import (
     MLP,
     ChannelPReLU,
@@ -89,79 +88,13 @@ from recbole_attn.layers import (
     user_feature_embedding,
     xavier_init,
 )
-
-GRU_TYPES = ("GRU", "AIGRU", "AGRU", "AUGRU")
-CELL_KINDS = ("GRU", "AGRU", "AUGRU")
-
-
-class AttentionalGRU(nn.Module):
-    r"""A GRU (paper convention h_t = (1 - u_t) h_{t-1} + u_t \tilde h_t) whose update gate
-    can be driven by an attention score, looped over time and vectorised over the batch.
-
-    - ``GRU``:   u_t = sigmoid(W_u i_t + U_u h_{t-1} + b_u)                (eq. 1-4)
-    - ``AGRU``:  u_t = a_t (the attention score replaces the update gate)  (eq. 9)
-    - ``AUGRU``: u_t = a_t * sigmoid(W_u i_t + U_u h_{t-1} + b_u)          (eq. 10-11)
-
-    r_t = sigmoid(W_r i_t + U_r h_{t-1} + b_r); \tilde h_t = tanh(W_h i_t + r_t * (U_h h_{t-1}) + b_h).
-    A step whose mask is False leaves the state unchanged.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, kind: str = "GRU"):
-        super().__init__()
-        if kind not in CELL_KINDS:
-            raise ConfigError(f"cell kind must be one of {', '.join(CELL_KINDS)}, got {kind!r}")
-        self.kind = kind
-        self.hidden_size = hidden_size
-        self.n_gates = 2 if kind == "AGRU" else 3  # [r, h~] or [r, h~, u]
-        self.input_proj = nn.Linear(input_size, self.n_gates * hidden_size)
-        self.hidden_proj = nn.Linear(hidden_size, self.n_gates * hidden_size, bias=False)
-
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        mask: torch.Tensor,
-        attention: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs [B, L, I], mask [B, L] bool (True = real), attention [B, L] (AGRU/AUGRU).
-
-        Returns:
-            states [B, L, H] (a padded step repeats the previous state) and the state
-            after the last real step [B, H].
-        """
-        return self.recur(self.input_proj(inputs), mask, attention)
-
-    def recur(self, projected: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None = None, all_states: bool = True):
-        """The loop of ``forward`` on input projections [..., L, G*H]; mask [..., L] and
-        attention [..., L] broadcast against them (e.g. [B, 1, L, G*H] projections of a
-        history shared by [B, C, L] candidates' attention) -> ([..., L, H] or None without
-        ``all_states``, [..., H])."""
-        if self.kind != "GRU" and attention is None:
-            raise ValueError(f"{self.kind} needs attention scores")
-        length = projected.shape[-2]
-        # input projections of all steps at once; unbind (not x[:, t]) so that backward
-        # stacks L gradients instead of filling a full [B, L, G*H] tensor per step
-        steps = projected.unbind(-2)  # L x [..., G*H]
-        keeps = mask.unsqueeze(-1).unbind(-2)  # L x [..., 1]
-        scores = attention.unsqueeze(-1).unbind(-2) if attention is not None else [None] * length
-        lead = projected.shape[:-2] if attention is None else torch.broadcast_shapes(projected.shape[:-2], attention.shape[:-1])
-        h = projected.new_zeros(*lead, self.hidden_size)
-        states = []
-        for x_t, keep, a_t in zip(steps, keeps, scores):
-            gx = x_t.chunk(self.n_gates, dim=-1)
-            gh = self.hidden_proj(h).chunk(self.n_gates, dim=-1)
-            r = torch.sigmoid(gx[0] + gh[0])
-            candidate = torch.tanh(gx[1] + r * gh[1])
-            if self.kind == "AGRU":
-                u = a_t
-            else:
-                u = torch.sigmoid(gx[2] + gh[2])
-                if self.kind == "AUGRU":
-                    u = a_t * u
-            capture.record(self, u, "update_gate")
-            h = torch.where(keep, h + u * (candidate - h), h)
-            if all_states:
-                states.append(h)
-        return (torch.stack(states, dim=-2) if all_states else None), h
+from recbole_attn.model.interest_evolution import (
+    GRU_TYPES,
+    AttentionalGRU,
+    evolve,
+    evolve_shared,
+    unclicked_negatives,
+)
 
 
 class AttnDIEN(SequentialRecommender):
@@ -169,23 +102,24 @@ class AttnDIEN(SequentialRecommender):
     interest-evolving layer driven by attention to the target item.
 
     Equations of the paper -> methods (B batch, L history length, D behaviour-embedding
-    size = GRU hidden size, N items, C items per chunk):
+    size = GRU hidden size, N items, C items per chunk; ``evolve``, ``evolve_shared``,
+    ``AttentionalGRU`` and ``unclicked_negatives`` are in ``recbole_attn.model.interest_evolution``):
 
     - Behaviour and target embedding e = [id ⊕ item features] -> ``item_embedding``.
     - Interest extractor (eq. 1-4): h_t = GRU(e_t), packed over the real items ->
       ``interests``.
     - Auxiliary loss (eq. 6-7): -mean_t [log sigmoid(f(h_t, e_{t+1})) +
       log(1 - sigmoid(f(h_t, \hat e_{t+1})))], f the auxiliary MLP, \hat e a negative drawn
-      every batch -> ``sample_aux_negatives``, ``auxiliary_loss``.
+      every batch -> ``sample_aux_negatives`` (``unclicked_negatives``), ``auxiliary_loss``.
     - Attention a_t = softmax_t(unit(h_t, q)), q = PReLU(W e_a) (eq. 8, the code's MLP
-      unit) -> ``evolve``.
+      unit) -> ``query``, ``attention``, applied in ``evolve``.
     - Interest evolving (eq. 9-11): GRU + attention pooling, AIGRU (i'_t = a_t h_t), AGRU,
-      AUGRU (``gru_type``) -> ``evolve`` with :class:`AttentionalGRU`.
+      AUGRU (``gru_type``) -> ``evolve`` with ``AttentionalGRU`` (``evolver``).
     - Final MLP over BN([user, e_a, sum e, e_a * sum e, h'_T]) -> one logit -> ``mlp_input``,
       ``forward``.
     - Loss (eq. 12): L = L_target (BCE) + alpha * L_aux -> ``calculate_loss``.
     - Ranking all items: the extractor once per row, the evolving layer's history side
-      once per row (eval mode) -> ``full_sort_predict``, ``evolve_shared``.
+      once per row (eval mode, ``evolve_shared``) -> ``full_sort_predict``.
     """
 
     input_type = InputType.POINTWISE
@@ -278,31 +212,12 @@ class AttnDIEN(SequentialRecommender):
         h, _ = pad_packed_sequence(out, batch_first=True, total_length=item_seq.shape[1])
         return emb, h * mask.unsqueeze(-1), mask
 
-    def evolve(self, h: torch.Tensor, mask: torch.Tensor, target: torch.Tensor):
-        """Interest evolving layer for each row's target e_a [B, D] over h [B, L, D].
-
-        Returns:
-            final interest h'_T [B, D] and attention weights a [B, L] (0 at padding, sum 1).
-        """
-        query = self.query(target)
-        if self.gru_type == "GRU":
-            states, _ = self.evolver(h, mask)
-            weights = self.attention(states, query, mask)[1]
-            final = (weights.unsqueeze(-1) * states * mask.unsqueeze(-1)).sum(1)
-            return final, weights
-        weights = self.attention(h, query, mask)[1]
-        if self.gru_type == "AIGRU":
-            _, final = self.evolver(h * weights.unsqueeze(-1), mask)
-        else:
-            _, final = self.evolver(h, mask, weights)
-        return final, weights
-
     def mlp_input(self, hist: dict, user_repr: torch.Tensor, target_ids: torch.Tensor):
         """Normalised final-MLP input [B', U + 4D] = norm([user, e_a, sum e, e_a * sum e,
         h'_T]) and the attention weights [B', L] for rows of the history summary ``hist``
         (e_sum [B', D], h [B', L, D], mask [B', L]), ``user_repr`` [B', U], targets [B']."""
         target = self.item_embedding(target_ids)
-        final, weights = self.evolve(hist["h"], hist["mask"], target)
+        final, weights = evolve(self.gru_type, self.evolver, self.attention, hist["h"], hist["mask"], self.query(target))
         e_sum = hist["e_sum"]
         x = torch.cat([user_repr, target, e_sum, target * e_sum, final], dim=-1)
         return self.mlp_norm(x), weights
@@ -352,43 +267,17 @@ class AttnDIEN(SequentialRecommender):
     # ------------------------------------------------------------------ auxiliary loss
 
     def sample_aux_negatives(self, interaction, rows: torch.Tensor | None = None):
-        """A negative for every history position of ``rows`` (default: all), drawn now on
-        the model's device, uniformly over the real items.
-
-        Returns:
-            negatives [R, L] (item ids) and valid [R, L] bool: True where the position has a
-            next item (t+1 real) and the draw is no item this user clicked in the batch (in
-            the history of any of the user's rows, or the target of a row with label 1).
-            A draw that hits a clicked item is redrawn up to ``aux_neg_max_tries`` times.
-        """
+        """Negatives [R, L] and valid [R, L] for the history positions of ``rows`` (default:
+        all): ``unclicked_negatives``, a clicked item being one of the user's history items in
+        the batch or the target of a row with label 1; ``aux_neg_max_tries`` draws."""
         item_seq = interaction[self.ITEM_SEQ]
         mask = self.history_mask(item_seq, interaction[self.ITEM_SEQ_LEN])
         user = self._users(interaction)
-        n = self.n_items
-        # sorted keys user * n + item of everything the batch shows as clicked
-        clicked = [(user.unsqueeze(1) * n + item_seq)[mask]]
+        clicked = (user[:0], user[:0])
         if self.LABEL in interaction.interaction:
             pos = interaction[self.LABEL] > 0.5
-            clicked.append(user[pos] * n + interaction[self.ITEM_ID][pos])
-        keys = torch.unique(torch.cat(clicked))  # sorted
-        if rows is not None:
-            user, mask = user[rows], mask[rows]
-        row_key = (user * n).unsqueeze(1)
-
-        def is_clicked(items: torch.Tensor) -> torch.Tensor:
-            query = row_key + items
-            idx = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
-            return keys[idx] == query
-
-        negatives = torch.randint(1, n, mask.shape, device=item_seq.device)
-        bad = is_clicked(negatives)
-        for _ in range(self.aux_neg_max_tries - 1):
-            redraw = torch.randint(1, n, mask.shape, device=item_seq.device)
-            negatives = torch.where(bad, redraw, negatives)
-            bad = is_clicked(negatives)
-        has_next = torch.zeros_like(mask)
-        has_next[:, :-1] = mask[:, 1:]
-        return negatives, has_next & ~bad
+            clicked = (user[pos], interaction[self.ITEM_ID][pos])
+        return unclicked_negatives(user, item_seq, mask, clicked, self.n_items, self.aux_neg_max_tries, rows)
 
     def auxiliary_loss(self, distinct: dict, interaction) -> torch.Tensor:
         """Eq. (6-7) over the distinct histories of the batch: h_t against e_{t+1}
@@ -432,22 +321,6 @@ class AttnDIEN(SequentialRecommender):
         hist, user_repr, _ = self._history(interaction)
         return self._logits(hist, user_repr, interaction[self.ITEM_ID])[1]
 
-    def evolve_shared(self, h: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``evolve`` of every row's history h [B, L, D] against every candidate e_a [C, D]
-        -> h'_T [B, C, D]; what depends only on the history (the second GRU of ``GRU``, the
-        evolving GRU's input projections, the attention's history term) once per row."""
-        query = self.query(targets)  # [C, D]
-        if self.gru_type == "GRU":
-            states, _ = self.evolver(h, mask)  # [B, L, D]
-            weights = self.attention.shared(states, query, mask)[1]  # [B, C, L]
-            return torch.einsum("bcl,bld->bcd", weights, states * mask.unsqueeze(-1))
-        weights = self.attention.shared(h, query, mask)[1]
-        proj = self.evolver.input_proj
-        if self.gru_type == "AIGRU":  # W (a_t h_t) + b = a_t (W h_t) + b
-            projected = weights.unsqueeze(-1) * F.linear(h, proj.weight).unsqueeze(1) + proj.bias
-            return self.evolver.recur(projected, mask.unsqueeze(1), all_states=False)[1]
-        return self.evolver.recur(proj(h).unsqueeze(1), mask.unsqueeze(1), weights, all_states=False)[1]
-
     def full_sort_predict(self, interaction) -> torch.Tensor:
         """Click probabilities of every item for each row: [B, N], ``full_sort_chunk``
         items at a time, equal to ``predict`` item by item. The interest extractor runs
@@ -464,7 +337,7 @@ class AttnDIEN(SequentialRecommender):
                 logits, _ = self._logits(rows, user_repr.repeat_interleave(c, dim=0), items.repeat(b))
             else:
                 target = self.item_embedding(items)  # [C, D]
-                final = self.evolve_shared(hist["h"], hist["mask"], target)  # [B, C, D]
+                final = evolve_shared(self.gru_type, self.evolver, self.attention, hist["h"], hist["mask"], self.query(target))
                 e_sum = hist["e_sum"].unsqueeze(1).expand(b, c, -1)
                 target = target.unsqueeze(0).expand(b, c, -1)
                 user = user_repr.unsqueeze(1).expand(b, c, -1)

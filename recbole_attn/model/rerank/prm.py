@@ -11,8 +11,9 @@ How PRM runs inside RecBole (the simplest correct design we found):
 - The frozen ranker is rebuilt from ``ranker_checkpoint`` and kept as the submodule
   ``ranker`` (``requires_grad`` off, always in eval mode, called under ``no_grad``); its
   weights are saved inside PRM's checkpoints, so save -> load needs nothing else.
-- Training: ``PRMTrainer.fit`` ignores RecBole's training loader (its rows are the
-  ranker's own training targets) and trains on the validation-point rows instead
+- Training: ``PRMTrainer.fit`` (``recbole_attn.model.rerank.prm_trainer``) ignores
+  RecBole's training loader (its rows are the ranker's own training targets) and trains
+  on the validation-point rows instead
   (``recbole_attn.data.rerank.validation_point_loaders``): a share ``prm_holdout_ratio``
   of those users is held out for early stopping, the rest are PRM's training lists.
   Each batch builds its lists on the fly from the ranker (deterministic: the ranker is
@@ -28,8 +29,9 @@ How PRM runs inside RecBole (the simplest correct design we found):
   and the re-ranked list with the same code (``PRMTrainer.evaluate_initial``).
 
 Trusted checkpoints: a RecBole checkpoint pickles its ``Config``, so loading it can run
-code. PRM loads ``ranker_checkpoint`` only if the file lies inside this run's
-``checkpoint_dir`` (files this project wrote) or ``trust_checkpoint=True`` is set. The
+code. PRM loads ``ranker_checkpoint`` (``recbole_attn.model.rerank.ranker``) only if
+the file lies inside this run's ``checkpoint_dir`` (files this project wrote) or
+``trust_checkpoint=True`` is set. The
 ranker must have been trained on this very dataset: same name, and the same user/item id
 mappings (the checkpoint's ``dataset_fingerprint``; a checkpoint without one is used
 with a warning).
@@ -56,63 +58,20 @@ Deviations from the paper:
 
 from __future__ import annotations
 
-import os
 from logging import getLogger
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole.model.abstract_recommender import AbstractRecommender, SequentialRecommender
+from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
-from recbole.trainer import Trainer
 from recbole.utils import FeatureType, InputType
 
+from recbole_attn.data.rerank import topk_lists
 from recbole_attn.errors import ConfigError
-from recbole_attn.data.rerank import topk_lists, validation_point_loaders
-
-
-def _is_within(path: str, folder: str) -> bool:
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
-
-
-class PRMTrainer(Trainer):
-    """RecBole's trainer, fitted on the validation-point lists; see the module docstring."""
-
-    def _build_optimizer(self, **kwargs):
-        kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
-        return super()._build_optimizer(**kwargs)
-
-    def fit(
-        self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None
-    ):
-        """Train PRM on the ranker's lists at the validation point; ``train_data`` is not read.
-
-        Args:
-            train_data: RecBole's training loader (unused: the ranker was fitted on it).
-            valid_data: RecBole's validation loader; split by user into PRM's training
-                lists and the held-out lists for early stopping.
-        """
-        if valid_data is None:
-            raise ConfigError("PRM learns from the validation-point lists: valid_data is required")
-        prm_train, prm_holdout = validation_point_loaders(
-            self.config, valid_data, self.config["prm_holdout_ratio"]
-        )
-        self.logger.info(
-            f"PRM trains on {len(prm_train.dataset)} validation-point lists, "
-            f"{0 if prm_holdout is None else len(prm_holdout.dataset)} held out for early stopping"
-        )
-        return super().fit(prm_train, prm_holdout, verbose, saved, show_progress, callback_fn)
-
-    @torch.no_grad()
-    def evaluate_initial(self, eval_data, show_progress=False):
-        """The ranker's own (initial) list, measured by the same evaluator as PRM's."""
-        self.model.rerank = False
-        try:
-            return Trainer.evaluate(self, eval_data, load_best_model=False, show_progress=show_progress)
-        finally:
-            self.model.rerank = True
+from recbole_attn.model.rerank.prm_trainer import PRMTrainer
+from recbole_attn.model.rerank.ranker import load_ranker, personal_vector_mode, probe_batch
 
 
 class PRM(SequentialRecommender):
@@ -183,9 +142,13 @@ class PRM(SequentialRecommender):
         feature_dim = self.embedding_size * (1 + len(self.feature_fields))
 
         # The ranker (loaded after _init_weights so its weights stay the checkpoint's).
-        ranker = self._load_ranker(config, dataset)
-        probe = self._probe_batch(dataset)
-        self.personal_mode = self._personal_mode(ranker, probe) if self.use_personal_vector else "none"
+        ranker = load_ranker(config, dataset, type(self).__name__, self.n_items)
+        probe = probe_batch(dataset, self.device)
+        self.personal_mode = (
+            personal_vector_mode(ranker, probe, self.n_items, self.ITEM_SEQ, self.ITEM_SEQ_LEN)
+            if self.use_personal_vector
+            else "none"
+        )
         pv_dim = {"none": 0, "score": 1}.get(self.personal_mode, None)
         if self.personal_mode == "terms":
             with torch.no_grad():
@@ -252,161 +215,6 @@ class PRM(SequentialRecommender):
                 f"item_feature_fields {bad}: only token, token_seq and float fields are supported"
             )
         return list(wanted)
-
-    def _load_ranker(self, config, dataset) -> AbstractRecommender:
-        """Rebuild the ranker from ``ranker_checkpoint``, checking trust and the dataset."""
-        from recbole_attn.config import get_model
-        from recbole_attn.trainer import load_checkpoint
-
-        path = config["ranker_checkpoint"]
-        if not path:
-            raise ConfigError(
-                "PRM needs an initial ranker: pass ranker_checkpoint=PATH (a RecBole or "
-                "recbole-attn checkpoint trained on this dataset) or --ranker=SASRec to train one first"
-            )
-        path = str(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"ranker_checkpoint not found: {os.path.abspath(path)}")
-        if not (config["trust_checkpoint"] or _is_within(path, config["checkpoint_dir"])):
-            raise ConfigError(
-                f"ranker_checkpoint {path} is outside checkpoint_dir ({config['checkpoint_dir']}); "
-                "loading a RecBole checkpoint unpickles it, which can run code. If you trust the "
-                "file, pass trust_checkpoint=True (or move it into checkpoint_dir)."
-            )
-        try:
-            checkpoint = load_checkpoint(path, map_location="cpu")
-            rconfig, state = checkpoint["config"], checkpoint["state_dict"]
-            rname = rconfig["model"]
-        except Exception as err:  # noqa: BLE001 - any failure to read is the same user error
-            raise ConfigError(
-                f"ranker_checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
-                "expected a checkpoint written by RecBole's or recbole-attn's trainer"
-            ) from err
-        if rname == type(self).__name__:
-            raise ConfigError(
-                f"ranker_checkpoint {path} is a {rname} checkpoint; the ranker must be a ranking model"
-            )
-        if rconfig["dataset"] != config["dataset"]:
-            raise ConfigError(
-                f"ranker_checkpoint {path} was trained on dataset '{rconfig['dataset']}', "
-                f"not '{config['dataset']}': train the ranker on this dataset"
-            )
-        self._check_fingerprint(path, checkpoint, dataset)
-        for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "LIST_SUFFIX", "ITEM_LIST_LENGTH_FIELD"):
-            if rconfig[key] != config[key]:
-                raise ConfigError(
-                    f"ranker_checkpoint {path}: field mismatch, {key}={rconfig[key]!r} in the "
-                    f"checkpoint vs {config[key]!r} here"
-                )
-        for key in ("split", "order"):  # another split could have trained the ranker on test items
-            if rconfig["eval_args"][key] != config["eval_args"][key]:
-                raise ConfigError(
-                    f"ranker_checkpoint {path} was trained with eval_args {key}="
-                    f"{rconfig['eval_args'][key]!r}, PRM runs with {config['eval_args'][key]!r}: "
-                    "the ranker must be trained on the same split (leave-one-out, order TO), "
-                    "or its training data may hold PRM's test items"
-                )
-        try:
-            model_class = get_model(rname)
-        except ConfigError as err:
-            raise ConfigError(f"ranker_checkpoint {path}: {err}") from err
-        if model_class.full_sort_predict is AbstractRecommender.full_sort_predict:
-            raise ConfigError(
-                f"ranker {rname} (from {path}) cannot produce full rankings: it has no "
-                "full_sort_predict. Use a ranking model (e.g. SASRec, BPR, NOVABERT)."
-            )
-        if (
-            issubclass(model_class, SequentialRecommender)
-            and rconfig["MAX_ITEM_LIST_LENGTH"] != config["MAX_ITEM_LIST_LENGTH"]
-        ):
-            raise ConfigError(
-                f"ranker {rname} was trained with MAX_ITEM_LIST_LENGTH={rconfig['MAX_ITEM_LIST_LENGTH']}, "
-                f"PRM runs with {config['MAX_ITEM_LIST_LENGTH']}: pass "
-                f"MAX_ITEM_LIST_LENGTH={rconfig['MAX_ITEM_LIST_LENGTH']}"
-            )
-        rconfig["device"] = config["device"]
-        try:
-            ranker = model_class(rconfig, dataset)
-        except Exception as err:  # noqa: BLE001
-            raise ConfigError(
-                f"cannot rebuild ranker {rname} from {path} on dataset '{config['dataset']}' "
-                f"({type(err).__name__}: {err}); load the fields it was trained with (load_col)"
-            ) from err
-        own = ranker.state_dict()
-        mismatched = [
-            f"{k}: checkpoint {tuple(v.shape)} vs dataset {tuple(own[k].shape)}"
-            for k, v in state.items()
-            if k in own and tuple(v.shape) != tuple(own[k].shape)
-        ]
-        if mismatched or set(state) != set(own):
-            detail = "; ".join(mismatched) or f"parameter names differ ({sorted(set(state) ^ set(own))[:5]})"
-            raise ConfigError(
-                f"ranker_checkpoint {path} does not fit dataset '{config['dataset']}' "
-                f"({self.n_items} item ids incl. padding): item count / field mismatch: {detail}. "
-                "It was trained on another dataset or other settings; train the ranker on this one."
-            )
-        ranker.load_state_dict(state)
-        ranker.load_other_parameter(checkpoint.get("other_parameter"))
-        return ranker.to(config["device"])
-
-    def _check_fingerprint(self, path: str, checkpoint: dict, dataset) -> None:
-        """The ranker's user/item id mappings must be this dataset's (same name is not enough)."""
-        from recbole_attn.trainer import dataset_fingerprint
-
-        theirs = checkpoint.get("dataset_fingerprint")
-        if theirs is None:
-            getLogger().warning(
-                f"ranker_checkpoint {path} stores no dataset fingerprint (written by RecBole or an "
-                "older recbole-attn): cannot check that it maps user/item ids as this dataset does"
-            )
-            return
-        ours = dataset_fingerprint(dataset)
-        if theirs["id_sha1"] != ours["id_sha1"]:
-            raise ConfigError(
-                f"ranker_checkpoint {path} was trained on dataset '{theirs['dataset']}' at "
-                f"{theirs['data_path']} (id mapping {theirs['id_sha1']}), but this run's dataset "
-                f"'{ours['dataset']}' at {ours['data_path']} maps user/item ids differently (id mapping "
-                f"{ours['id_sha1']}): its scores would belong to other items. Train the ranker on this dataset."
-            )
-
-    def _probe_batch(self, dataset):
-        index = torch.arange(min(2, len(dataset)))
-        return dataset[index].to(self.device)
-
-    def _personal_mode(self, ranker, probe) -> str:
-        """'terms' when the ranker splits its score itself (``score_terms``); 'sequence' /
-        'user' when it exposes u and v_i with s_i = u . v_i; else 'score'."""
-        ranker.eval()
-        try:
-            with torch.no_grad():
-                scores = ranker.full_sort_predict(probe)
-        except Exception as err:  # noqa: BLE001
-            raise ConfigError(
-                f"ranker {type(ranker).__name__} cannot produce full rankings on this dataset "
-                f"(full_sort_predict raised {type(err).__name__}: {err})"
-            ) from err
-        if not torch.is_tensor(scores) or scores.numel() != len(probe) * self.n_items:
-            raise ConfigError(
-                f"ranker {type(ranker).__name__} cannot produce full rankings: full_sort_predict "
-                f"returned {getattr(scores, 'shape', type(scores))}, expected [{len(probe)}, {self.n_items}]"
-            )
-        if callable(getattr(ranker, "score_terms", None)):
-            return "terms"
-        emb = getattr(ranker, "item_embedding", None)
-        if not isinstance(emb, nn.Embedding) or emb.num_embeddings != self.n_items:
-            return "score"
-        if isinstance(ranker, SequentialRecommender):
-            try:
-                with torch.no_grad():
-                    u = ranker.forward(probe[self.ITEM_SEQ], probe[self.ITEM_SEQ_LEN])
-            except Exception:  # noqa: BLE001 - forward has another signature: fall back
-                u = None
-            if torch.is_tensor(u) and tuple(u.shape) == (len(probe), emb.embedding_dim):
-                return "sequence"
-        user_emb = getattr(ranker, "user_embedding", None)
-        if isinstance(user_emb, nn.Embedding) and user_emb.embedding_dim == emb.embedding_dim:
-            return "user"
-        return "score"
 
     def train(self, mode: bool = True):
         """Train/eval mode for PRM; the frozen ranker always stays in eval mode."""
