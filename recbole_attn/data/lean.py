@@ -316,4 +316,3 @@ def use_lean_sampler(loaders) -> None:
         sampler = getattr(loader, "_sampler", None)
         if type(sampler) is RepeatableSampler:
             sampler.__class__ = LeanSampler
-
