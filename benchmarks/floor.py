@@ -8,7 +8,8 @@ CPU's load fall on both alike):
 
 - ``runner``: our trainer's ``_train_epoch`` (RecBole's, with this project's trainer
   mixins) over the first ``--batches`` batches of the training loader (its collation,
-  negative sampling and transforms included);
+  negative sampling and transforms included; for a re-ranker, PRM, the loader of the
+  validation-point lists its trainer fits on);
 - ``loop``: the floor, a plain loop over the same batches collected beforehand:
   ``zero_grad``, ``calculate_loss``, ``backward``, (``clip_grad_norm_`` where the config
   sets it), ``step``;
@@ -23,7 +24,9 @@ The record (JSON, ``--out``) holds every pass's time, the medians, the ratio ``r
 (``ratio``: the median over rounds of the ratio within a round; ``ratio_of_medians``), the
 git SHA, versions, CPU, seed and config. Default presets: ``cpu-ctr-<dataset>.yaml`` for
 the target-item models, ``cpu-<dataset>.yaml`` for the others. ``--profile KIND`` prints
-a cProfile of one pass of that kind instead of timing. Tables: ``docs/speed.md``
+a cProfile of one pass of that kind instead of timing. PRM needs a trained ranker:
+``--config '{"ranker_checkpoint": "<ckpt>.pth", "checkpoint_dir": "<its folder>"}'`` (a
+ranker trained with the same preset: same history length and item ids). Tables: ``docs/speed.md``
 (``recbole_attn.benchmark.speed_report``). Not a test.
 """
 
@@ -86,7 +89,11 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
     config = Config(model=model_name, dataset=dataset, config_file_list=config_files or None,
                     config_dict=overrides)
     init_seed(config["seed"], config["reproducibility"])
-    _, train_data, _, _, model, trainer = prepare(config, log=False)
+    _, train_data, valid_data, _, model, trainer = prepare(config, log=False)
+    if getattr(model, "is_reranker", False):  # PRM trains on the validation-point lists (PRMTrainer.fit)
+        from recbole_attn.data.rerank import validation_point_loaders
+
+        train_data, _ = validation_point_loaders(config, valid_data, config["prm_holdout_ratio"])
     device = config["device"]
     loader = FirstBatches(train_data, batches)
     weights = copy.deepcopy(model.state_dict())

@@ -119,11 +119,14 @@ def check_loaded(dataset) -> None:
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation``; an empty split is a ``ConfigError`` naming the dataset."""
+    """RecBole's ``data_preparation``; an empty split is a ``ConfigError`` naming the dataset.
+    A lean dataset's loaders sample negatives with ``LeanSampler`` (RecBole's draws)."""
     from recbole.data import data_preparation as recbole_data_preparation
 
+    from recbole_attn.data.lean import LeanSequentialDataset, use_lean_sampler
+
     try:
-        return recbole_data_preparation(config, dataset)
+        loaders = recbole_data_preparation(config, dataset)
     except ValueError as err:
         if "num_samples=0" not in str(err):
             raise
@@ -133,3 +136,6 @@ def data_preparation(config, dataset):
             "interactions to give training rows (a sequential model with leave-one-out needs at least 4 per user, "
             "a general model at least 3). Filter such users (user_inter_num_interval) or add data"
         ) from err
+    if isinstance(dataset, LeanSequentialDataset):
+        use_lean_sampler(loaders)  # the same negatives, without RecBole's per-row Python loop
+    return loaders

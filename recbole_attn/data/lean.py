@@ -23,6 +23,19 @@ in ~17 s. With a one-character ``field_separator`` (RecBole's default is a tab) 
 dataset reads them with pandas' C engine: the same DataFrame (tests/test_sequential_lean.py),
 ~50 MB at the peak and ~10x faster. A longer separator (a regex) keeps the Python engine.
 
+Models that read item ids only (``ITEM_ID_MODELS``: the item history, its length, the user,
+the target and the negative items) get batches without the other ``_list`` fields and
+without the joined item and user features, which they never read: the gather of every
+inter field's history and the feature joins of the positive and negative rows were most
+of such a model's data pipeline. Every other model, and any run with a RecBole
+``transform``, gets every field (tests/test_lean_fields.py).
+
+Negative sampling: RecBole's sequential sampler (``RepeatableSampler``) builds one Python
+set per row and checks each sampled item against it in a Python loop; ``LeanSampler``
+checks them with one array comparison and draws the same random numbers in the same order,
+so its negatives are RecBole's (``use_lean_sampler``, applied to the loaders of a lean
+dataset).
+
 ``sequential_dataset: recbole`` keeps RecBole's own class (overall.yaml).
 """
 
@@ -37,6 +50,17 @@ import torch
 
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
+from recbole.sampler import RepeatableSampler
+
+# Models whose batches are read for item ids only: RecBole's SASRec (``calculate_loss``,
+# ``predict``, ``full_sort_predict`` read ITEM_SEQ, ITEM_SEQ_LEN, POS_ITEM_ID / ITEM_ID,
+# NEG_ITEM_ID) and AttRec (the same and USER_ID). A model not named here gets every field.
+ITEM_ID_MODELS = frozenset({"AttRec", "SASRec"})
+
+
+def reads_item_ids_only(config) -> bool:
+    """True for an ``ITEM_ID_MODELS`` model without a RecBole batch ``transform``."""
+    return config["model"] in ITEM_ID_MODELS and not config["transform"]
 
 
 class SampleInteraction(Interaction):
@@ -71,10 +95,11 @@ class SampleInteraction(Interaction):
         values[~inside] = 0
         return values
 
-    def materialize(self) -> Interaction:
-        """A plain ``Interaction`` with every ``_list`` field built (a batch)."""
+    def materialize(self, lists: list[str] | None = None) -> Interaction:
+        """A plain ``Interaction`` with the ``lists`` fields built (default: every ``_list``
+        field), the batch of these samples."""
         data = dict(self.interaction)
-        data.update({name: self.gather(name) for name in self.lists})
+        data.update({name: self.gather(name) for name in self.lists if lists is None or name in lists})
         return Interaction(data)
 
     # Field access: the _list fields are columns too, built when read.
@@ -233,13 +258,24 @@ class LeanSequentialDataset(SequentialDataset):
         empty = np.zeros(0, dtype=np.int64)
         return [self.copy(self.inter_feat[torch.from_numpy(empty if k is None else parts[k])]) for k in layout]
 
+    @property
+    def batch_lists(self) -> list[str] | None:
+        """The ``_list`` fields a batch holds: the item history for ``reads_item_ids_only``,
+        else None (every one)."""
+        return [self.iid_field + self.config["LIST_SUFFIX"]] if reads_item_ids_only(self.config) else None
+
     def __getitem__(self, index, join: bool = True) -> Interaction:
-        """The samples at ``index`` with their ``_list`` fields built (a batch). A copy holding
+        """The samples at ``index`` with their ``batch_lists`` built (a batch). A copy holding
         a plain ``Interaction`` (rows concatenated from other splits, e.g. PRM's control of a
         ranker retrained on train + validation) reads its rows as RecBole's dataset does."""
         df = self.inter_feat[index]
-        df = df.materialize() if isinstance(df, SampleInteraction) else df
+        df = df.materialize(self.batch_lists) if isinstance(df, SampleInteraction) else df
         return self.join(df) if join else df
+
+    def join(self, df: Interaction) -> Interaction:
+        """RecBole's join of the user and item features into ``df`` (batch rows, negative
+        items), skipped for a model that reads item ids only (``reads_item_ids_only``)."""
+        return df if reads_item_ids_only(self.config) else super().join(df)
 
     def inter_matrix(self, form: str = "coo", value_field=None):
         """RecBole's ``SequentialDataset.inter_matrix``, building the lists of the rows it reads only."""
@@ -253,3 +289,30 @@ class LeanSequentialDataset(SequentialDataset):
                 data[field] = torch.cat([self.inter_feat[field], first[field]])
         return self._create_sparse_matrix(Interaction(data), self.uid_field, self.iid_field, form, value_field)
 
+
+class LeanSampler(RepeatableSampler):
+    """RecBole's ``RepeatableSampler`` with ``sample_by_user_ids`` vectorised, same draws."""
+
+    def sample_by_user_ids(self, user_ids, item_ids, num):
+        """[len(item_ids) * num] negatives: for each row, items drawn until one differs from the
+        row's item (RecBole's ``sample_by_key_ids`` with key i's used set {item_ids[i]}):
+        the same ``sampling`` calls, of the same sizes, in the same order."""
+        item_ids = np.asarray(item_ids)
+        if len(item_ids) < 2:  # RecBole's branches for one key, and its error paths
+            return super().sample_by_user_ids(user_ids, item_ids, num)
+        total = len(item_ids) * num
+        value_ids = np.zeros(total, dtype=np.int64)
+        used = np.tile(item_ids, num)  # [total] the positive of each draw's row
+        check = np.arange(total)
+        while len(check) > 0:
+            value_ids[check] = self.sampling(len(check))
+            check = check[value_ids[check] == used[check]]
+        return torch.tensor(value_ids, dtype=torch.long)
+
+
+def use_lean_sampler(loaders) -> None:
+    """Give each loader whose sampler is exactly RecBole's ``RepeatableSampler`` a ``LeanSampler``."""
+    for loader in loaders:
+        sampler = getattr(loader, "_sampler", None)
+        if type(sampler) is RepeatableSampler:
+            sampler.__class__ = LeanSampler
