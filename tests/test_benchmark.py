@@ -59,6 +59,17 @@ def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path):
     assert ok["status"] == "ok" and ok["model"] == "AttRec"
 
 
+def test_a_checkout_moved_during_the_run_keeps_the_starting_commit_and_marks_it_dirty(tmp_path, monkeypatch):
+    import recbole_attn.benchmark.environment as environment
+    import recbole_attn.benchmark.runner as runner
+
+    monkeypatch.setattr(runner, "git_sha", lambda: ("a" * 40, False))  # when the run starts
+    monkeypatch.setattr(environment, "git_sha", lambda repo=None: ("b" * 40, False))  # when it is recorded
+    benchmark_main(["--models", "NoSuchModel", "--seeds", "1", "--out", str(tmp_path), "--no-progress", *TINY])
+    (record,) = _records(tmp_path)
+    assert record["git_sha"] == "a" * 40 and record["git_dirty"] is True and record["git_changed_during_run"] is True
+
+
 def test_report_renders_tables_and_plots_from_the_records(bench_dir, tmp_path):
     doc = tmp_path / "report.md"
     assert report_main([str(bench_dir), "--doc", str(doc)]) == 0

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from recbole_attn.benchmark.environment import child_env, environment, repo_path
+from recbole_attn.benchmark.environment import child_env, environment, git_sha, repo_path
 from recbole_attn.benchmark.timing import record_curve, stopped_early, time_epochs
 
 THROUGHPUT_STEPS = 50
@@ -339,6 +339,7 @@ def run_benchmark(
             "ranker_control": ranker_control,
         }
         started = time.perf_counter()
+        code_at_start = git_sha()
         proc = subprocess.run(
             [sys.executable, "-m", "recbole_attn.benchmark.runner", "--child", json.dumps(job), *child_overrides],
             capture_output=True,
@@ -366,6 +367,10 @@ def run_benchmark(
         else:
             record.update(environment(), status="failed", error=proc.stderr.strip()[-4000:])
         record["wall_time_s"] = time.perf_counter() - started
+        if (record["git_sha"], record["git_dirty"]) != code_at_start:
+            # The checkout moved while the run went on: the code that ran is the start's, and
+            # a later edit may have reached it through a late import, so the record counts as dirty.
+            record.update(git_sha=code_at_start[0], git_dirty=True, git_changed_during_run=True)
         append_record(records_file, record)
         records.append(record)
     return records
