@@ -221,11 +221,18 @@ class TargetAttention(nn.Module):
         self.out = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, hist: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
-        """hist [B, L, D], target [B, D], mask [B, L] bool (True = real) -> (pooled [B, D], weights [B, L])."""
-        target = target.unsqueeze(1).expand_as(hist)
-        real_hist, real_target = hist[mask], target[mask]  # [R, D]
-        feats = torch.cat([real_hist, real_target, real_hist - real_target, real_hist * real_target], -1)
-        real_scores = self.out(self.mlp(feats)).squeeze(-1) * self.scale  # [R]
+        """hist [B, L, D], target [B, D], mask [B, L] bool (True = real) -> (pooled [B, D], weights [B, L]).
+
+        The first layer on [e, v, e - v, e * v] is computed as e (W1 + W3) + v (W2 - W3) +
+        (e * v) W4 + b (``_split_first``): the same map without building the 4D-wide input,
+        and the target's term once per row instead of once per position.
+        """
+        first, w_hist, w_target, w_prod = self._split_first()
+        rows = mask.nonzero(as_tuple=True)[0]  # [R] the row of each real position
+        real_hist, real_target = hist[mask], target[rows]  # [R, D]
+        per_row = F.linear(target, w_target, first.bias)  # [B, H1]
+        x = torch.addmm(per_row[rows], real_hist, w_hist.t()).addmm_(real_hist * real_target, w_prod.t())
+        real_scores = self._after_first(x)  # [R]
         scores = hist.new_zeros(mask.shape).masked_scatter(mask, real_scores)
         if self.softmax:
             scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)

@@ -179,3 +179,34 @@ def test_missing_item_or_user_field_names_it_and_the_available_ones(tiny_dataset
         ItemFeatureEmbedding(tiny_dataset, 4, ["genre"])
     with pytest.raises(ConfigError, match=r"'age'.*none"):
         UserFeatureEmbedding(tiny_dataset, 4, ["age"])
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_target_attention_equals_the_unit_on_the_concatenated_input(softmax):
+    """forward's split first layer is DIN's unit MLP([e, v, e - v, e * v]), values and gradients."""
+    torch.manual_seed(0)
+    unit = TargetAttention(8, hidden=(6, 4), activation="sigmoid", softmax=softmax, scale=0.5)
+    hist = torch.randn(5, 7, 8, requires_grad=True)
+    target = torch.randn(5, 8, requires_grad=True)
+    mask = torch.rand(5, 7) > 0.3
+    mask[0] = False  # a row with no history
+
+    def reference():
+        t = target.unsqueeze(1).expand_as(hist)
+        e, v = hist[mask], t[mask]
+        real = unit.out(unit.mlp(torch.cat([e, v, e - v, e * v], -1))).squeeze(-1) * 0.5
+        scores = hist.new_zeros(mask.shape).masked_scatter(mask, real)
+        if softmax:
+            scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+            scores = torch.where(mask, scores, torch.zeros_like(scores))
+        return torch.einsum("bl,bld->bd", scores, hist), scores
+
+    pooled, weights = unit(hist, target, mask)
+    want_pooled, want_weights = reference()
+    torch.testing.assert_close(pooled, want_pooled, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(weights, want_weights, atol=1e-6, rtol=1e-5)
+    assert (weights[~mask] == 0).all()
+    grads = torch.autograd.grad(pooled.square().sum(), [hist, target, *unit.parameters()])
+    want = torch.autograd.grad(want_pooled.square().sum(), [hist, target, *unit.parameters()])
+    for got, exp in zip(grads, want):
+        torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-4)
