@@ -37,7 +37,8 @@ token-sequence field's width varies between batches: the first new width recompi
 dynamic dimension) fall before the timing; the record counts the graphs compiled during the
 warm-up and during the timing (``compiles``; the timing must add none), and holds every
 pass's seconds and summed loss, ``ratio`` (median over rounds of compiled / eager runner
-seconds within a round), ``loop_ratio`` and the largest loss difference. Tables:
+seconds within a round), ``loop_ratio`` and the largest loss difference. With
+``--fallback_random``, compiled dropout draws eager's masks (inductor's ``fallback_random``). Tables:
 ``docs/speed.md`` (``recbole_attn.benchmark.speed_report``). Not a test.
 """
 
@@ -245,10 +246,17 @@ def graphs_compiled() -> int:
 
 
 def measure_compile(model_name: str, dataset: str, config_files: list[str], overrides: dict,
-                    batches: int, rounds: int, mode: str = "default") -> dict:
-    """Eager vs ``torch.compile``d ``calculate_loss`` in one process (the ``compile`` record)."""
+                    batches: int, rounds: int, mode: str = "default", fallback_random: bool = False) -> dict:
+    """Eager vs ``torch.compile``d ``calculate_loss`` in one process (the ``compile`` record).
+
+    ``fallback_random``: inductor's option of the same name (random ops such as dropout draw
+    from eager's generator, so the compiled step's dropout masks are eager's; without it
+    inductor draws its own)."""
     bench = Bench(model_name, dataset, config_files, overrides, batches)
     model, torch = bench.model, bench.torch
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = fallback_random
     compiled = torch.compile(model.calculate_loss, mode=mode)  # the bound method; weights untouched
 
     def use(kind: str):
@@ -287,6 +295,7 @@ def measure_compile(model_name: str, dataset: str, config_files: list[str], over
     return {
         **bench.header("compile", model_name, dataset, config_files, overrides, rounds),
         "compile_mode": mode,
+        "fallback_random": fallback_random,
         "warmup_s": warmup_s,
         "compiles": {"warmup": after_warmup, "timed": graphs_compiled() - after_warmup},
         "times_s": times,
@@ -316,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="eager vs torch.compile'd calculate_loss instead (record kind 'compile')")
     p.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile mode with --compile")
+    p.add_argument("--fallback_random", action="store_true",
+                   help="with --compile: compiled random ops (dropout) draw from eager's generator")
     p.add_argument("--out", default=DEFAULT_OUT, help="record folder (default: benchmarks/records/speed/floor, or .../compile)")
     args = p.parse_args(argv)
     if args.batches < 1 or args.rounds < 1:
@@ -327,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                  **json.loads(args.config)}
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from argv
     if args.compile:
-        record = measure_compile(args.model, args.dataset, files, overrides, args.batches, args.rounds, args.compile_mode)
+        record = measure_compile(args.model, args.dataset, files, overrides, args.batches, args.rounds, args.compile_mode,
+                                 args.fallback_random)
         shown = ("model", "median_s", "ratio", "loop_ratio", "compiles", "loss_abs_diff", "loss_match")
     else:
         record = measure(args.model, args.dataset, files, overrides, args.batches, args.rounds, args.profile)

@@ -45,7 +45,8 @@ same batches from the same restored state; compilation and recompiles in untimed
 passes (`compiles`: graphs built in the warm-up / during the timing, which must be 0).
 Median seconds per pass; ratio: median over rounds of compiled / eager within a round
 (below 1: compiled is faster). `loss diff`: the largest difference of a pass's summed loss,
-compiled vs eager.
+compiled vs eager. `fallback_random`: inductor's option, compiled dropout draws eager's masks
+(without it, the compiled step draws its own).
 """
 
 PAIRS_NOTE = """## Full-sort scoring of the target-item models
@@ -122,8 +123,9 @@ def compile_table(records: list[dict]) -> list[str]:
     for r in rows:
         m, c = r["median_s"], r["compiles"]
         diff = max(r["loss_abs_diff"].values())
+        mode = r["compile_mode"] + (", fallback_random" if r.get("fallback_random") else "")
         lines.append(
-            f"| {r['model']} | {r['dataset']} | {r['batches']} ({r['rows']}) | {r['compile_mode']} "
+            f"| {r['model']} | {r['dataset']} | {r['batches']} ({r['rows']}) | {mode} "
             f"| {m['eager_runner']:.2f} | {m['compiled_runner']:.2f} | **{r['ratio']:.2f}** "
             f"| {m['eager_loop']:.2f} | {m['compiled_loop']:.2f} | {r['loop_ratio']:.2f} "
             f"| {c['warmup']} / {c['timed']} | {diff:.1e} | {_sha(r)} |"
