@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 
 from recbole_attn import compiled
 from recbole_attn.errors import ConfigError
@@ -24,8 +25,10 @@ def test_torch_compile_wraps_the_loss_and_scoring_methods(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(compiled.torch, "compile", fake_compile)
+    monkeypatch.setattr(inductor_config, "fallback_random", False)
     _, model, train_data, _, _ = din(torch_compile=True, torch_compile_mode="max-autotune")
     assert seen == [(name, "max-autotune") for name in compiled.COMPILED_METHODS]
+    assert inductor_config.fallback_random  # compiled dropout draws eager's masks
     batch = next(iter(train_data))
     loss = model.calculate_loss(batch)
     assert model.calculate_loss.calls == 1 and torch.isfinite(loss)
