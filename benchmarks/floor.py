@@ -33,8 +33,8 @@ model's ``calculate_loss`` eager and compiled (``torch.compile`` of the bound me
 on the instance between passes), through the runner and through the plain loop, alternately
 (ABBA) over the same batches, each pass from the same restored state. Every kind first runs
 one full untimed pass (the compiled ones twice), so compilation and any recompilation (a
-token-sequence field's width varies between batches: the first new width recompiles with a
-dynamic dimension) fall before the timing; the record counts the graphs compiled during the
+data-dependent size, such as AttnDIN's count of real history positions, differs between
+batches: the first new size recompiles with a dynamic dimension) fall before the timing; the record counts the graphs compiled during the
 warm-up and during the timing (``compiles``; the timing must add none), and holds every
 pass's seconds and summed loss, ``ratio`` (median over rounds of compiled / eager runner
 seconds within a round), ``loop_ratio`` and the largest loss difference. With
