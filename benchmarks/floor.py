@@ -26,8 +26,20 @@ git SHA, versions, CPU, seed and config. Default presets: ``cpu-ctr-<dataset>.ya
 the target-item models, ``cpu-<dataset>.yaml`` for the others. ``--profile KIND`` prints
 a cProfile of one pass of that kind instead of timing. PRM needs a trained ranker:
 ``--config '{"ranker_checkpoint": "<ckpt>.pth", "checkpoint_dir": "<its folder>"}'`` (a
-ranker trained with the same preset: same history length and item ids). Tables: ``docs/speed.md``
-(``recbole_attn.benchmark.speed_report``). Not a test.
+ranker trained with the same preset: same history length and item ids).
+
+``--compile`` measures ``torch.compile`` instead (record ``benchmark: compile``): the same
+model's ``calculate_loss`` eager and compiled (``torch.compile`` of the bound method, swapped
+on the instance between passes), through the runner and through the plain loop, alternately
+(ABBA) over the same batches, each pass from the same restored state. Every kind first runs
+one full untimed pass (the compiled ones twice), so compilation and any recompilation (a
+data-dependent size, such as AttnDIN's count of real history positions, differs between
+batches: the first new size recompiles with a dynamic dimension) fall before the timing; the record counts the graphs compiled during the
+warm-up and during the timing (``compiles``; the timing must add none), and holds every
+pass's seconds and summed loss, ``ratio`` (median over rounds of compiled / eager runner
+seconds within a round), ``loop_ratio`` and the largest loss difference. With
+``--fallback_random``, compiled dropout draws eager's masks (inductor's ``fallback_random``). Tables:
+``docs/speed.md`` (``recbole_attn.benchmark.speed_report``). Not a test.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+DEFAULT_OUT = str(REPO / "benchmarks" / "records" / "speed" / "floor")
 TARGET_ITEM_MODELS = {"AttnDIN", "AttnDIEN", "BST", "ATRank", "DIN", "DIEN"}
 
 
@@ -74,63 +87,107 @@ def default_config_files(model: str, dataset: str) -> list[str]:
     return [str(path)] if path.is_file() else []
 
 
-def measure(model_name: str, dataset: str, config_files: list[str], overrides: dict,
-            batches: int, rounds: int, profile: str | None = None) -> dict:
-    import torch
-    from recbole.utils import init_seed
+class Bench:
+    """One model, trainer and batch list set up for timed passes; ``reset`` restores the
+    weights, the optimiser and every RNG state (loader's included) the passes start from."""
 
-    import recbole_attn  # noqa: F401
-    from recbole_attn.benchmark.environment import environment, repo_path
-    from recbole_attn.config import Config
-    from recbole_attn.quick_start import prepare
-    from recbole_attn.trainer import _clip_args, _rng_state, _set_rng_state
+    def __init__(self, model_name: str, dataset: str, config_files: list[str], overrides: dict, batches: int):
+        import torch
+        from recbole.utils import init_seed
 
-    env = environment(overrides.get("device", "cpu"))  # before the runs: the code they ran on
-    config = Config(model=model_name, dataset=dataset, config_file_list=config_files or None,
-                    config_dict=overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    _, train_data, valid_data, _, model, trainer = prepare(config, log=False)
-    if getattr(model, "is_reranker", False):  # PRM trains on the validation-point lists (PRMTrainer.fit)
-        from recbole_attn.data.rerank import validation_point_loaders
+        import recbole_attn  # noqa: F401
+        from recbole_attn.benchmark.environment import environment
+        from recbole_attn.config import Config
+        from recbole_attn.quick_start import prepare
+        from recbole_attn.trainer import _clip_args, _rng_state
 
-        train_data, _ = validation_point_loaders(config, valid_data, config["prm_holdout_ratio"])
-    device = config["device"]
-    loader = FirstBatches(train_data, batches)
-    weights = copy.deepcopy(model.state_dict())
-    optimiser = copy.deepcopy(trainer.optimizer.state_dict())
-    rng = _rng_state(train_data)
-    clip = _clip_args(config["clip_grad_norm"])
+        self.env = environment(overrides.get("device", "cpu"))  # before the runs: the code they ran on
+        self.config = config = Config(model=model_name, dataset=dataset, config_file_list=config_files or None,
+                                      config_dict=overrides)
+        init_seed(config["seed"], config["reproducibility"])
+        _, train_data, valid_data, _, self.model, self.trainer = prepare(config, log=False)
+        if getattr(self.model, "is_reranker", False):  # PRM trains on the validation-point lists (PRMTrainer.fit)
+            from recbole_attn.data.rerank import validation_point_loaders
 
-    def reset() -> None:
-        model.load_state_dict(weights)
-        trainer.optimizer.load_state_dict(optimiser)
-        _set_rng_state(rng, train_data)
+            train_data, _ = validation_point_loaders(config, valid_data, config["prm_holdout_ratio"])
+        self.train_data, self.device = train_data, config["device"]
+        self.loader = FirstBatches(train_data, batches)
+        self.weights = copy.deepcopy(self.model.state_dict())
+        self.optimiser = copy.deepcopy(self.trainer.optimizer.state_dict())
+        self.rng = _rng_state(train_data)
+        self.clip = _clip_args(config["clip_grad_norm"])
+        self.reset()
+        self.cached = [b.to(self.device) for b in self.loader]
+        self.torch = torch
 
-    reset()
-    cached = [b.to(device) for b in loader]
+    def reset(self) -> None:
+        from recbole_attn.trainer import _set_rng_state
 
-    def sync() -> None:
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
+        self.model.load_state_dict(self.weights)
+        self.trainer.optimizer.load_state_dict(self.optimiser)
+        _set_rng_state(self.rng, self.train_data)
 
-    def run_runner() -> float:
-        loss = trainer._train_epoch(loader, 0, show_progress=False)
+    def sync(self) -> None:
+        if str(self.device).startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+    def run_runner(self, loader=None) -> float:
+        loss = self.trainer._train_epoch(loader or self.loader, 0, show_progress=False)
         return float(sum(loss) if isinstance(loss, tuple) else loss)
 
-    def run_loop(batches=cached) -> float:
+    def run_loop(self, batches=None) -> float:
+        torch, model, optimizer = self.torch, self.model, self.trainer.optimizer
         model.train()
-        total = torch.zeros((), device=device)
-        for batch in batches:
-            batch = batch.to(device)
-            trainer.optimizer.zero_grad()
+        total = torch.zeros((), device=self.device)
+        for batch in self.cached if batches is None else batches:
+            batch = batch.to(self.device)
+            optimizer.zero_grad()
             loss = model.calculate_loss(batch)
             loss = sum(loss) if isinstance(loss, tuple) else loss
             loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
-            trainer.optimizer.step()
+            if self.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), **self.clip)
+            optimizer.step()
             total += loss.detach()
         return float(total)
+
+    def timed(self, fn) -> tuple[float, float]:
+        """(seconds, summed loss) of one pass of ``fn`` from the restored state."""
+        self.reset()
+        self.sync()
+        start = time.perf_counter()
+        loss = fn()
+        self.sync()
+        return time.perf_counter() - start, loss
+
+    def header(self, benchmark: str, model_name: str, dataset: str, config_files: list[str], overrides: dict,
+               rounds: int) -> dict:
+        from recbole_attn.benchmark.environment import repo_path
+
+        config = self.config
+        return {
+            "benchmark": benchmark,
+            **self.env,
+            "model": model_name,
+            "dataset": dataset,
+            "seed": int(config["seed"]),
+            "config_files": [repo_path(f) for f in config_files],
+            "overrides": overrides,
+            "config": {k: config[k] for k in ("train_batch_size", "MAX_ITEM_LIST_LENGTH", "loss_type",
+                                              "train_neg_sample_args", "learner", "learning_rate",
+                                              "clip_grad_norm") if k in config},
+            "batches": len(self.cached),
+            "rows": sum(len(b) for b in self.cached),
+            "rounds": rounds,
+            "threads": self.torch.get_num_threads(),
+        }
+
+
+def measure(model_name: str, dataset: str, config_files: list[str], overrides: dict,
+            batches: int, rounds: int, profile: str | None = None) -> dict:
+    bench = Bench(model_name, dataset, config_files, overrides, batches)
+    trainer, train_data, loader, cached = bench.trainer, bench.train_data, bench.loader, bench.cached
+    device, run_runner, run_loop = bench.device, bench.run_runner, bench.run_loop
 
     def run_loader() -> float:
         for batch in loader:
@@ -145,7 +202,7 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
         import cProfile
         import pstats
 
-        reset()
+        bench.reset()
         prof = cProfile.Profile()
         prof.runcall(passes[profile])
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
@@ -154,36 +211,19 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
     times: dict[str, list[float]] = {k: [] for k in passes}
     losses: dict[str, list[float]] = {k: [] for k in passes}
     orders = [tuple(passes), tuple(reversed(passes))]
-    reset()  # warm-up (first-call allocations, lazy initialisation), untimed
+    bench.reset()  # warm-up (first-call allocations, lazy initialisation), untimed
     trainer._train_epoch(FirstBatches(train_data, 1), 0, show_progress=False)
     run_loop(cached[:1])
     for r in range(rounds):
         for name in orders[r % 2]:
-            reset()
-            sync()
-            start = time.perf_counter()
-            loss = passes[name]()
-            sync()
-            times[name].append(time.perf_counter() - start)
+            seconds, loss = bench.timed(passes[name])
+            times[name].append(seconds)
             losses[name].append(loss)
     median = {k: statistics.median(v) for k, v in times.items()}
     loop_loss = losses["loop"][0]
     computed = [x for k in ("runner", "loop", "loop_loader") for x in losses[k]]
     return {
-        "benchmark": "floor",
-        **env,
-        "model": model_name,
-        "dataset": dataset,
-        "seed": int(config["seed"]),
-        "config_files": [repo_path(f) for f in config_files],
-        "overrides": overrides,
-        "config": {k: config[k] for k in ("train_batch_size", "MAX_ITEM_LIST_LENGTH", "loss_type",
-                                          "train_neg_sample_args", "learner", "learning_rate",
-                                          "clip_grad_norm", "torch_compile") if k in config},
-        "batches": len(cached),
-        "rows": sum(len(b) for b in cached),
-        "rounds": rounds,
-        "threads": torch.get_num_threads(),
+        **bench.header("floor", model_name, dataset, config_files, overrides, rounds),
         "times_s": times,
         "median_s": median,
         "ratio": paired_ratio(times),
@@ -191,6 +231,81 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
         "loader_share": median["loader"] / median["loop"],
         "losses": {k: v for k, v in losses.items() if k != "loader"},
         "loss_match": all(abs(x - loop_loss) <= 1e-6 * max(1.0, abs(loop_loss)) for x in computed),
+        "cpu_note": "timed alternately in one process on a CPU shared with other jobs",
+    }
+
+
+COMPILE_PASSES = ("eager_runner", "compiled_runner", "eager_loop", "compiled_loop")
+
+
+def graphs_compiled() -> int:
+    """Graphs torch.compile has built in this process so far (dynamo's ``unique_graphs``)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def measure_compile(model_name: str, dataset: str, config_files: list[str], overrides: dict,
+                    batches: int, rounds: int, mode: str = "default", fallback_random: bool = False) -> dict:
+    """Eager vs ``torch.compile``d ``calculate_loss`` in one process (the ``compile`` record).
+
+    ``fallback_random``: inductor's option of the same name (random ops such as dropout draw
+    from eager's generator, so the compiled step's dropout masks are eager's; without it
+    inductor draws its own)."""
+    bench = Bench(model_name, dataset, config_files, overrides, batches)
+    model, torch = bench.model, bench.torch
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = fallback_random
+    compiled = torch.compile(model.calculate_loss, mode=mode)  # the bound method; weights untouched
+
+    def use(kind: str):
+        def run() -> float:
+            if kind.startswith("compiled"):
+                model.calculate_loss = compiled
+            else:
+                vars(model).pop("calculate_loss", None)
+            return bench.run_runner() if kind.endswith("runner") else bench.run_loop()
+        return run
+
+    passes = {k: use(k) for k in COMPILE_PASSES}
+    warmup_s = {}
+    for name in (*COMPILE_PASSES, "compiled_runner", "compiled_loop"):  # compile + recompiles, untimed
+        seconds, _ = bench.timed(passes[name])
+        warmup_s.setdefault(name, []).append(seconds)
+    after_warmup = graphs_compiled()
+    times: dict[str, list[float]] = {k: [] for k in passes}
+    losses: dict[str, list[float]] = {k: [] for k in passes}
+    orders = [COMPILE_PASSES, tuple(reversed(COMPILE_PASSES))]
+    for r in range(rounds):
+        for name in orders[r % 2]:
+            seconds, loss = bench.timed(passes[name])
+            times[name].append(seconds)
+            losses[name].append(loss)
+    vars(model).pop("calculate_loss", None)
+    median = {k: statistics.median(v) for k, v in times.items()}
+
+    def paired(num: str, den: str) -> float:
+        return statistics.median(a / b for a, b in zip(times[num], times[den]))
+
+    def loss_diff(kind: str) -> float:
+        return max(abs(c - e) for c, e in zip(losses[f"compiled_{kind}"], losses[f"eager_{kind}"]))
+
+    eager = losses["eager_loop"][0]
+    return {
+        **bench.header("compile", model_name, dataset, config_files, overrides, rounds),
+        "compile_mode": mode,
+        "fallback_random": fallback_random,
+        "warmup_s": warmup_s,
+        "compiles": {"warmup": after_warmup, "timed": graphs_compiled() - after_warmup},
+        "times_s": times,
+        "median_s": median,
+        "ratio": paired("compiled_runner", "eager_runner"),
+        "loop_ratio": paired("compiled_loop", "eager_loop"),
+        "losses": losses,
+        "loss_abs_diff": {"runner": loss_diff("runner"), "loop": loss_diff("loop")},
+        "loss_identical": all(losses[f"compiled_{k}"] == losses[f"eager_{k}"] for k in ("runner", "loop")),
+        "loss_match": all(abs(x - eager) <= 1e-6 * max(1.0, abs(eager)) for v in losses.values() for x in v),
         "cpu_note": "timed alternately in one process on a CPU shared with other jobs",
     }
 
@@ -207,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config_files", default=None, help="space-separated YAML files (default: the CPU preset)")
     p.add_argument("--config", default="{}", help="JSON dict of extra config keys")
     p.add_argument("--profile", choices=["runner", "loop", "loop_loader", "loader"], help="cProfile one pass instead")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "records" / "speed" / "floor"))
+    p.add_argument("--compile", action="store_true", help="eager vs torch.compile'd calculate_loss instead (record kind 'compile')")
+    p.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode with --compile")
+    p.add_argument("--fallback_random", action="store_true",
+                   help="with --compile: compiled random ops (dropout) draw from eager's generator")
+    p.add_argument("--out", default=DEFAULT_OUT, help="record folder (default: benchmarks/records/speed/floor, or .../compile)")
     args = p.parse_args(argv)
     if args.batches < 1 or args.rounds < 1:
         p.error("--batches and --rounds must be >= 1")
@@ -217,14 +337,20 @@ def main(argv: list[str] | None = None) -> int:
                  "checkpoint_dir": os.path.join(os.environ.get("TMPDIR", "/tmp"), "floor-ckpt"),
                  **json.loads(args.config)}
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from argv
-    record = measure(args.model, args.dataset, files, overrides, args.batches, args.rounds, args.profile)
+    if args.compile:
+        record = measure_compile(args.model, args.dataset, files, overrides, args.batches, args.rounds, args.compile_mode,
+                                 args.fallback_random)
+        shown = ("model", "median_s", "ratio", "loop_ratio", "compiles", "loss_abs_diff", "loss_match")
+    else:
+        record = measure(args.model, args.dataset, files, overrides, args.batches, args.rounds, args.profile)
+        shown = ("model", "median_s", "ratio", "loader_share", "loss_match")
     if not record:
         return 0
-    out = Path(args.out)
+    out = Path(args.out if not args.compile or args.out != DEFAULT_OUT else REPO / "benchmarks" / "records" / "speed" / "compile")
     out.mkdir(parents=True, exist_ok=True)
-    name = f"floor-{args.model}-{args.dataset}-{record['git_sha'][:8]}-{int(time.time())}.json"
+    name = f"{record['benchmark']}-{args.model}-{args.dataset}-{record['git_sha'][:8]}-{int(time.time())}.json"
     (out / name).write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: record[k] for k in ("model", "median_s", "ratio", "loader_share", "loss_match")}))
+    print(json.dumps({k: record[k] for k in shown}))
     return 0
 
 

@@ -4,8 +4,12 @@ RecBole's trainer calls ``model.calculate_loss``, its evaluators ``model.predict
 ``model.full_sort_predict``; those call ``self.forward`` on the module itself, so
 compiling the module (``torch.compile(model)``, which compiles only ``__call__``) would
 leave them eager. Here each of the three methods is replaced on the instance by its
-compiled version: weights, ``state_dict`` keys and checkpoints are unchanged. Off by
-default; see docs/speed.md for what it measured on a CPU.
+compiled version: weights, ``state_dict`` keys and checkpoints are unchanged. Inductor's
+``fallback_random`` is switched on (process-wide), so compiled dropout draws its masks from
+torch's generator as eager does and a seed gives the eager run's numbers up to the order of
+float sums (inductor's own generator would draw other masks). Off by default: on a CPU it
+measured faster on AttRec and AttnDIN, slower on SASRec and ATRank, even on
+NOVABERT (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ def compile_model(model: nn.Module, mode: str = "default") -> nn.Module:
     """Replace ``model``'s ``COMPILED_METHODS`` (those it has) by ``torch.compile``d ones; returns it."""
     if mode not in COMPILE_MODES:
         raise ConfigError(f"torch_compile_mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    import torch._inductor.config as inductor_config  # here: importing it costs seconds
+
+    inductor_config.fallback_random = True
     for name in COMPILED_METHODS:
         method = getattr(model, name, None)
         if method is not None:

@@ -67,8 +67,6 @@ def prepare(config: Config, log: bool, with_trainer: bool = True):
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_class = get_model(config["model"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    if config["torch_compile"]:
-        compile_model(model, config["torch_compile_mode"] or "default")
     if log:
         logger.info(model)
         logger.info(set_color("torch threads", "blue") + f": {threads} ({why})")
@@ -78,6 +76,8 @@ def prepare(config: Config, log: bool, with_trainer: bool = True):
             logger.info(set_color("fields used", "blue") + f": {line}")
         flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
+    if config["torch_compile"]:  # after the FLOPs probe: it would compile a 1-row graph for nothing
+        compile_model(model, config["torch_compile_mode"] or "default")
     if not with_trainer:
         return dataset, train_data, valid_data, test_data, model, None
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], model_class)(config, model)

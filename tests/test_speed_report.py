@@ -29,3 +29,20 @@ def test_tables_from_floor_and_pairs_records(tmp_path):
     assert "| AttnDIN (torch_compile=True) | ml-100k | 4 (8192) | 2.00 | 1.60 | 1.90 | 0.20 | **1.25** | yes | `aaaaaaaa` |" in text
     assert "| BST | ml-100k | 20 x 1683 | 2,432 | `bbbbbbbb`* |" in text
     assert "| BST | ml-100k | 95,243 | 40.0 | 2,381 | `bbbbbbbb`* |" in text
+
+
+def test_compile_table_from_compile_records(tmp_path):
+    record = {
+        "benchmark": "compile", "date": "2026-12-01T12:00:00+00:00", "git_sha": "c" * 40, "git_dirty": False,
+        "model": "SASRec", "dataset": "ml-100k", "batches": 10, "rows": 20480, "compile_mode": "default",
+        "median_s": {"eager_runner": 2.0, "compiled_runner": 1.5, "eager_loop": 1.8, "compiled_loop": 1.2},
+        "ratio": 0.75, "loop_ratio": 0.667, "compiles": {"warmup": 3, "timed": 0},
+        "loss_abs_diff": {"runner": 0.0, "loop": 2.4e-7},
+    }
+    (tmp_path / "compile.json").write_text(json.dumps(record))
+    doc = tmp_path / "speed.md"
+    assert "1 records" in render([tmp_path], doc)
+    text = doc.read_text()
+    assert "## torch.compile: compiled vs eager training step" in text
+    assert "| SASRec | ml-100k | 10 (20480) | default | 2.00 | 1.50 | **0.75** | 1.80 | 1.20 | 0.67 | 3 / 0 | 2.4e-07 | `cccccccc` |" in text
+    assert "## Training step" not in text  # no floor records, no floor table

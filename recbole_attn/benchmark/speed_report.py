@@ -3,7 +3,7 @@
     python -m recbole_attn.benchmark.speed_report benchmarks/records/speed --doc docs/speed.md
 
 Reads every ``*.json`` under the given folders: records of ``benchmarks/floor.py``
-(``benchmark: floor``) and of ``benchmarks/pairs_per_second.py`` (``benchmark:
+(``benchmark: floor``; with ``--compile``, ``benchmark: compile``) and of ``benchmarks/pairs_per_second.py`` (``benchmark:
 pairs_per_second``, with ``labelled_eval`` when run with ``--labelled``). Each table lists
 one row per record in time order, with the commit it ran on (``*``: uncommitted changes).
 """
@@ -37,6 +37,18 @@ machine's load swung the times of one pass kind up to 2.5-fold between rounds). 
 states restored before each).
 """
 
+COMPILE_NOTE = """## torch.compile: compiled vs eager training step
+
+`benchmarks/floor.py MODEL DATASET --compile`: the same model's `calculate_loss` eager and
+`torch.compile`d, through the runner and the plain loop, alternately in one process over the
+same batches from the same restored state; compilation and recompiles in untimed warm-up
+passes (`compiles`: graphs built in the warm-up / during the timing, which must be 0).
+Median seconds per pass; ratio: median over rounds of compiled / eager within a round
+(below 1: compiled is faster). `loss diff`: the largest difference of a pass's summed loss,
+compiled vs eager. `fallback_random`: inductor's option, compiled dropout draws eager's masks
+(without it, the compiled step draws its own).
+"""
+
 PAIRS_NOTE = """## Full-sort scoring of the target-item models
 
 `full_sort_predict` over every item for the last training row of `users` users, in
@@ -51,6 +63,9 @@ positive and 100 sampled negatives).
 """
 
 
+KINDS = ("floor", "compile", "pairs_per_second")
+
+
 def load(dirs: list[Path]) -> list[dict]:
     records = []
     for folder in dirs:
@@ -60,7 +75,7 @@ def load(dirs: list[Path]) -> list[dict]:
             except (OSError, json.JSONDecodeError) as err:
                 print(f"speed_report: skipping {path}: {err}", file=sys.stderr)
                 continue
-            if isinstance(record, dict) and record.get("benchmark") in ("floor", "pairs_per_second"):
+            if isinstance(record, dict) and record.get("benchmark") in KINDS:
                 records.append(record)
     return sorted(records, key=lambda r: str(r.get("date") or r.get("time")))
 
@@ -98,6 +113,26 @@ def floor_table(records: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def compile_table(records: list[dict]) -> list[str]:
+    rows = [r for r in records if r["benchmark"] == "compile"]
+    if not rows:
+        return []
+    lines = [COMPILE_NOTE, "| model | dataset | batches (rows) | mode | runner eager s | runner compiled s | ratio "
+             "| loop eager s | loop compiled s | loop ratio | compiles | loss diff | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m, c = r["median_s"], r["compiles"]
+        diff = max(r["loss_abs_diff"].values())
+        mode = r["compile_mode"] + (", fallback_random" if r.get("fallback_random") else "")
+        lines.append(
+            f"| {r['model']} | {r['dataset']} | {r['batches']} ({r['rows']}) | {mode} "
+            f"| {m['eager_runner']:.2f} | {m['compiled_runner']:.2f} | **{r['ratio']:.2f}** "
+            f"| {m['eager_loop']:.2f} | {m['compiled_loop']:.2f} | {r['loop_ratio']:.2f} "
+            f"| {c['warmup']} / {c['timed']} | {diff:.1e} | {_sha(r)} |"
+        )
+    return lines + [""]
+
+
 def pairs_table(records: list[dict]) -> list[str]:
     rows = [r for r in records if r["benchmark"] == "pairs_per_second"]
     if not rows:
@@ -125,10 +160,10 @@ def render(dirs: list[Path], doc: Path, notes: Path | None = None) -> str:
     """Write ``doc`` from the records under ``dirs`` (plus the hand-written ``notes`` file, if any)."""
     records = load(dirs)
     if not records:
-        raise SystemExit(f"speed_report: no floor or pairs_per_second records under {', '.join(map(str, dirs))}")
+        raise SystemExit(f"speed_report: no {', '.join(KINDS)} records under {', '.join(map(str, dirs))}")
     shown = " ".join(str(d) for d in dirs)
     lines = [HEADER.format(dirs=shown, doc=doc)]
-    lines += floor_table(records) + pairs_table(records) + labelled_table(records)
+    lines += floor_table(records) + compile_table(records) + pairs_table(records) + labelled_table(records)
     if notes is not None and notes.is_file():
         lines.append(notes.read_text().rstrip() + "\n")
     doc.parent.mkdir(parents=True, exist_ok=True)
