@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from recbole.utils import FeatureType, ModelType
