@@ -56,7 +56,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DEFAULT_OUT = str(REPO / "benchmarks" / "records" / "speed" / "floor")
+OUT = {kind: REPO / "benchmarks" / "records" / "speed" / kind for kind in ("floor", "compile")}  # default --out
 TARGET_ITEM_MODELS = {"AttnDIN", "AttnDIEN", "BST", "ATRank", "DIN", "DIEN"}
 
 
@@ -74,11 +74,11 @@ class FirstBatches:
         return min(self.n, len(self.loader))
 
 
-def paired_ratio(times: dict[str, list[float]]) -> float:
-    """Median over rounds of runner / loop within the round: the two passes of a round run
+def paired_ratio(times: dict[str, list[float]], num: str = "runner", den: str = "loop") -> float:
+    """Median over rounds of ``num`` / ``den`` within the round: the passes of a round run
     seconds apart, so a shared machine's load swings (several-fold here) cancel better
     than in the ratio of the medians."""
-    return statistics.median(r / l for r, l in zip(times["runner"], times["loop"]))
+    return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
 
 def default_config_files(model: str, dataset: str) -> list[str]:
@@ -285,9 +285,6 @@ def measure_compile(model_name: str, dataset: str, config_files: list[str], over
     vars(model).pop("calculate_loss", None)
     median = {k: statistics.median(v) for k, v in times.items()}
 
-    def paired(num: str, den: str) -> float:
-        return statistics.median(a / b for a, b in zip(times[num], times[den]))
-
     def loss_diff(kind: str) -> float:
         return max(abs(c - e) for c, e in zip(losses[f"compiled_{kind}"], losses[f"eager_{kind}"]))
 
@@ -300,8 +297,8 @@ def measure_compile(model_name: str, dataset: str, config_files: list[str], over
         "compiles": {"warmup": after_warmup, "timed": graphs_compiled() - after_warmup},
         "times_s": times,
         "median_s": median,
-        "ratio": paired("compiled_runner", "eager_runner"),
-        "loop_ratio": paired("compiled_loop", "eager_loop"),
+        "ratio": paired_ratio(times, "compiled_runner", "eager_runner"),
+        "loop_ratio": paired_ratio(times, "compiled_loop", "eager_loop"),
         "losses": losses,
         "loss_abs_diff": {"runner": loss_diff("runner"), "loop": loss_diff("loop")},
         "loss_identical": all(losses[f"compiled_{k}"] == losses[f"eager_{k}"] for k in ("runner", "loop")),
@@ -311,6 +308,8 @@ def measure_compile(model_name: str, dataset: str, config_files: list[str], over
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recbole_attn.compiled import COMPILE_MODES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model")
     p.add_argument("dataset")
@@ -323,11 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="{}", help="JSON dict of extra config keys")
     p.add_argument("--profile", choices=["runner", "loop", "loop_loader", "loader"], help="cProfile one pass instead")
     p.add_argument("--compile", action="store_true", help="eager vs torch.compile'd calculate_loss instead (record kind 'compile')")
-    p.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+    p.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
                    help="torch.compile mode with --compile")
     p.add_argument("--fallback_random", action="store_true",
                    help="with --compile: compiled random ops (dropout) draw from eager's generator")
-    p.add_argument("--out", default=DEFAULT_OUT, help="record folder (default: benchmarks/records/speed/floor, or .../compile)")
+    p.add_argument("--out", default=None, help="record folder (default: benchmarks/records/speed/floor, or .../compile)")
     args = p.parse_args(argv)
     if args.batches < 1 or args.rounds < 1:
         p.error("--batches and --rounds must be >= 1")
@@ -346,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = ("model", "median_s", "ratio", "loader_share", "loss_match")
     if not record:
         return 0
-    out = Path(args.out if not args.compile or args.out != DEFAULT_OUT else REPO / "benchmarks" / "records" / "speed" / "compile")
+    out = Path(args.out) if args.out else OUT[record["benchmark"]]
     out.mkdir(parents=True, exist_ok=True)
     name = f"{record['benchmark']}-{args.model}-{args.dataset}-{record['git_sha'][:8]}-{int(time.time())}.json"
     (out / name).write_text(json.dumps(record, indent=1) + "\n")
