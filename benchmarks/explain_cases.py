@@ -1,11 +1,15 @@
 """docs/explain.md: one ml-100k user's attention explanations from every attention model.
 
-    OMP_NUM_THREADS=1 python benchmarks/explain_cases.py [--epochs 1] [--model-epochs AttRec=3] [--user 1] [--k 5]
+    OMP_NUM_THREADS=1 python benchmarks/explain_cases.py [--user 1] [--k 5]
+    OMP_NUM_THREADS=1 python benchmarks/explain_cases.py --epochs 1 [--model-epochs AttRec=3]
 
-Trains each model on ml-100k with the README's command (``run_recbole_attn.py``) and the
-CPU preset of its kind, for a short fixed budget (not converged), one run at a time; PRM
-re-ranks the AttRec trained here. Then ``recbole-attn explain`` writes the JSON and PNGs
-under docs/img/explain/ and this script writes docs/explain.md around them.
+Trains each model on ml-100k with the README's command, one run at a time: by default
+exactly ``python run_recbole_attn.py --model=M --dataset=ml-100k`` (the model's own
+configuration, early stopping on the validation metric); with ``--epochs`` the CPU preset
+of its kind for that fixed budget instead (minutes, not converged). PRM re-ranks the
+AttRec trained here. A rerun reuses the finished checkpoints under ``--checkpoints``, so
+an interrupted run goes on where it stopped. Then ``recbole-attn explain`` writes the JSON
+and PNGs under docs/img/explain/ and this script writes docs/explain.md around them.
 """
 
 from __future__ import annotations
@@ -32,23 +36,38 @@ MODELS = {  # model -> preset (README: benchmarks/presets/cpu-*.yaml)
 ORDER = ["AttRec", "AttnDIN", "AttnDIEN", "BST", "ATRank", "NOVABERT", "AttnBERT4Rec", "PRM"]  # PRM after its ranker
 
 
-def train(model: str, epochs: int, ckpt: Path) -> tuple[Path, int, str]:
-    """Train ``model`` unless its folder holds a checkpoint; (checkpoint, its epochs, the command)."""
+def train(model: str, epochs: int | None, ckpt: Path, ranker: Path | None = None) -> tuple[Path, str, str]:
+    """Train ``model`` unless its folder holds a checkpoint; (checkpoint, its budget in words, the command).
+
+    ``epochs`` None: the README's command as it is; else the CPU preset for ``epochs`` epochs.
+    ``ranker``: PRM's ranker checkpoint (the AttRec trained by this run).
+    """
     from recbole_attn.trainer import load_checkpoint
 
-    folder = ckpt / model
+    folder = ckpt / model / ("readme" if epochs is None else f"epochs{epochs}")
     folder.mkdir(parents=True, exist_ok=True)
-    done = list(folder.glob(f"{model}-*.pth")) and not list(folder.glob("*-last.pth"))  # -last: unfinished
-    if done:  # a rerun reuses the checkpoint and shows the budget it was trained with
-        epochs = int(load_checkpoint(str(newest(folder)), map_location="cpu")["config"]["epochs"])
-    cmd = ["python", "run_recbole_attn.py", f"--model={model}", "--dataset=ml-100k",
-           f"--config_files=benchmarks/presets/{MODELS[model]}", f"epochs={epochs}", f"checkpoint_dir={folder}"]
+    cmd = ["python", "run_recbole_attn.py", f"--model={model}", "--dataset=ml-100k"]
+    if epochs is not None:
+        cmd += [f"--config_files=benchmarks/presets/{MODELS[model]}", f"epochs={epochs}"]
+    cmd += [f"checkpoint_dir={folder}"]
     if model == "PRM":
-        cmd += [f"ranker_checkpoint={newest(ckpt / 'AttRec')}", "trust_checkpoint=True"]
-    if not done:
-        subprocess.run(cmd, cwd=REPO, check=True)
+        cmd += [f"ranker_checkpoint={ranker}", "trust_checkpoint=True"]
+    last = sorted(folder.glob("*-last.pth"))  # an unfinished training: resumed where it stopped
+    if last or not list(folder.glob(f"{model}-*.pth")):
+        subprocess.run([sys.executable, *cmd[1:], *[f"--resume={p}" for p in last[-1:]]], cwd=REPO, check=True)
     shown = [c if not c.startswith(("checkpoint_dir=", "ranker_checkpoint=")) else c.split("=")[0] + "=..." for c in cmd]
-    return newest(folder), epochs, shlex.join(shown)
+    saved = load_checkpoint(str(newest(folder)), map_location="cpu")
+    return newest(folder), budget(saved["config"], int(saved["epoch"]) + 1, epochs is not None), shlex.join(shown)
+
+
+def budget(config, best_epoch: int, fixed: bool) -> str:
+    """The training budget of a checkpoint in words (its best validation epoch, 1-based)."""
+    cap, patience, step = int(config["epochs"]), int(config["stopping_step"]), int(config["eval_step"] or 1)
+    if fixed:
+        return f"{cap} epoch(s), fixed (not converged)"
+    stopped = best_epoch + patience * step <= cap  # early stopping came before the cap
+    return (f"early stopping (patience {patience}, cap {cap}), best validation epoch {best_epoch}"
+            + ("" if stopped else ", cap reached: not converged"))
 
 
 def newest(folder: Path) -> Path:
@@ -60,7 +79,8 @@ def newest(folder: Path) -> Path:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=1, help="training budget of every model")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="a fixed budget with the CPU preset of each model's kind (default: the README's command)")
     p.add_argument("--model-epochs", default="", help="per-model budgets overriding --epochs: AttRec=3,AttnDIN=3")
     p.add_argument("--user", default="1")
     p.add_argument("--k", type=int, default=5)
@@ -70,18 +90,22 @@ def main() -> int:
     out = REPO / "docs" / "img" / "explain"
     ckpt = (REPO / args.checkpoints).resolve()
     per_model = {m: int(n) for m, n in (kv.split("=") for kv in args.model_epochs.split(",") if kv)}
-    sections, budgets = [], set()
-    for model in [m for m in ORDER if m in args.models.split(",")]:
-        path, epochs, command = train(model, per_model.get(model, args.epochs), ckpt)
-        budgets.add(epochs)
+    if per_model and args.epochs is None:
+        p.error("--model-epochs needs --epochs (the fixed-budget mode)")
+    sections, fixed, paths = [], args.epochs is not None, {}
+    models = [m for m in ORDER if m in args.models.split(",")]
+    if "PRM" in models and "AttRec" not in models:
+        p.error("PRM re-ranks the AttRec of this run: name AttRec in --models too")
+    for model in models:
+        path, trained, command = train(model, per_model.get(model, args.epochs), ckpt, paths.get("AttRec"))
+        paths[model] = path
         subprocess.run([sys.executable, "-m", "recbole_attn.cli", "explain", str(path), "--user", args.user,
                         "--k", str(args.k), "--out", str(out), "--held-out"], cwd=REPO, check=True)
         result = json.loads((out / f"{model}-user{args.user}.json").read_text())
-        sections.append(section(result, command))
-    this = f"OMP_NUM_THREADS=1 python benchmarks/explain_cases.py --epochs {args.epochs} --user {args.user} --k {args.k}"
-    if args.model_epochs:
-        this += f" --model-epochs {args.model_epochs}"
-    (REPO / "docs" / "explain.md").write_text(page(this, args, sections, sorted(budgets)))
+        sections.append(section(result, command, trained))
+    this = "OMP_NUM_THREADS=1 python benchmarks/explain_cases.py" + (f" --epochs {args.epochs}" if fixed else "")
+    this += f" --user {args.user} --k {args.k}" + (f" --model-epochs {args.model_epochs}" if args.model_epochs else "")
+    (REPO / "docs" / "explain.md").write_text(page(this, args, sections, fixed))
     return 0
 
 
@@ -89,9 +113,9 @@ def _name(entry: dict) -> str:
     return entry.get("name") or entry.get("token") or "?"
 
 
-def section(result: dict, command: str) -> str:
+def section(result: dict, command: str, trained: str) -> str:
     held = result["held_out_item"]
-    lines = [f"## {result['model']}", "", f"Trained with `{command}`. The last row (rank \"held out\") is the "
+    lines = [f"## {result['model']}", "", f"Trained with `{command}`: {trained}. The last row (rank \"held out\") is the "
              f"user's held-out item, {_name(held)} ({held['token']}).", ""]
     lines.append("| rank | item | score |")
     lines.append("|---|---|---|")
@@ -103,15 +127,19 @@ def section(result: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def page(command: str, args, sections: list[str], budgets: list[int]) -> str:
+def page(command: str, args, sections: list[str], fixed: bool) -> str:
+    if fixed:
+        how = ("Each model is trained for the **fixed, short budget** in its command (`epochs=`) with the CPU preset "
+               "of its kind (`benchmarks/presets/cpu-*.yaml`), **not converged**: the pictures show what the tool "
+               "draws, not what a trained model attends to.")
+    else:
+        how = ("Each model is trained with the README's command, its own configuration and early stopping on the "
+               "validation metric (the budget it reached is under its heading).")
     return "\n".join([
         "# Attention explanations: one ml-100k user, every attention model",
         "",
         f"Generated by `{command}` (written by that command; do not edit).",
-        f"Each model is trained for **{' or '.join(map(str, budgets))} epoch(s)** (`epochs=` in its command) with "
-        "the CPU preset of its kind "
-        "(`benchmarks/presets/cpu-*.yaml`; PRM re-ranks the AttRec trained here): a short budget, **not converged**; the pictures show",
-        "what the tool draws, not what a trained model attends to. The JSON next to each picture "
+        how + " PRM re-ranks the AttRec trained here. The JSON next to each picture "
         "(`docs/img/explain/<Model>-user<U>.json`) holds the ids, raw tokens, names and weights.",
         "",
         f"User {args.user}'s history is the one the model sees for the held-out (test) item; the items are the "

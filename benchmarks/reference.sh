@@ -11,6 +11,9 @@
 #       the results page from them (benchmarks/scratch/smoke/results.md); proves the grid
 #       runs, not a number to cite.
 #   DRY_RUN=1 bash benchmarks/reference.sh     # print the jobs of the grid and stop
+#   ONLY='^ml-100k/' bash benchmarks/reference.sh   # only the jobs whose name (TABLE/ROW/seedS/)
+#       matches the bash regex: a CPU grows the grid a table or a row at a time, across sessions;
+#       the raw data of a dataset is converted only when a chosen job reads it
 #
 # RAW: folder of the raw public files (default $RAW, else ../shared/data), laid out as
 #   amazon-s3rec/Beauty.txt, amazon-s3rec/Beauty_item2attributes.json and
@@ -40,6 +43,7 @@ RAW=${1:-${RAW:-../shared/data}}
 DATA=${2:-${DATA:-benchmarks/scratch/data}}
 SMOKE=${SMOKE:-0}
 DRY_RUN=${DRY_RUN:-0}
+ONLY=${ONLY:-}
 if [ "$SMOKE" = 1 ]; then OUT=${OUT:-benchmarks/scratch/smoke}; SEEDS=${SEEDS:-1}; fi
 OUT=${OUT:-benchmarks/records/ref}
 SEEDS=${SEEDS:-1 2 3}
@@ -53,27 +57,15 @@ BEAUTY_ATTRIBUTES=${BEAUTY_ATTRIBUTES:-$RAW/amazon-s3rec/Beauty_item2attributes.
 TAOBAO_CSV=${TAOBAO_CSV:-$RAW/taobao-userbehavior/UserBehavior_head.csv}
 P=benchmarks/presets
 
-# ---------------------------------------------------------------- raw data -> atomic files
-need() { [ -f "$1" ] || { echo "reference.sh: no such file: $1 (set $2, or RAW to the folder of the raw data)" >&2; exit 2; }; }
-if [ "$DRY_RUN" = 1 ]; then :  # nothing is converted or run
-elif [ ! -f "$DATA/beauty/beauty.inter" ]; then
-  need "$BEAUTY_SEQ" BEAUTY_SEQ; need "$BEAUTY_ATTRIBUTES" BEAUTY_ATTRIBUTES
-  recbole-attn convert s3rec --seq "$BEAUTY_SEQ" --attributes "$BEAUTY_ATTRIBUTES" --name beauty --out "$DATA"
-fi
-if [ "$DRY_RUN" = 1 ]; then :
-elif [ ! -f "$DATA/taobao/taobao.inter" ]; then
-  need "$TAOBAO_CSV" TAOBAO_CSV
-  recbole-attn convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
-fi
-
 # ---------------------------------------------------------------- the queue of jobs
 mkdir -p "$OUT/logs"
 QUEUE=$(mktemp) COUNTER=$(mktemp) FAILED=$(mktemp)
 trap 'rm -f "$QUEUE" "$COUNTER" "$COUNTER.lock" "$FAILED"' EXIT
 echo 0 > "$COUNTER"
-# job NAME ARGS...: one `recbole-attn benchmark` run list, recorded in OUT/NAME (with SMOKE=1
-# only the jobs SMOKE_JOBS matches, for one epoch)
+# job NAME ARGS...: one `recbole-attn benchmark` run list, recorded in OUT/NAME (only the jobs
+# ONLY matches, when set; with SMOKE=1 only the jobs SMOKE_JOBS matches, for one epoch)
 job() {
+  [ -z "$ONLY" ] || [[ "$1/" =~ $ONLY ]] || return 0
   if [ "$SMOKE" = 1 ]; then
     [[ "$1/" =~ $SMOKE_JOBS ]] || return 0
     set -- "$@" --epochs=1
@@ -132,6 +124,20 @@ else  # one seed each, the models of the NOVABERT and BERT4Rec claims
     --MAX_ITEM_LIST_LENGTH=21 --attention_type=invasive
   job beauty/AttnBERT4Rec/seed1 --models AttnBERT4Rec "${base[@]}" --MAX_ITEM_LIST_LENGTH=21 --item_side_fields='[]'
   job beauty/SASRecF/seed1 --models SASRecF "${base[@]}"
+fi
+
+# ---------------------------------------------------------------- raw data -> atomic files
+need() { [ -f "$1" ] || { echo "reference.sh: no such file: $1 (set $2, or RAW to the folder of the raw data)" >&2; exit 2; }; }
+reads() { grep -q -- "--dataset $1 " "$QUEUE"; }  # a queued job reads dataset $1
+if [ "$DRY_RUN" = 1 ]; then :  # nothing is converted or run
+elif reads beauty && [ ! -f "$DATA/beauty/beauty.inter" ]; then
+  need "$BEAUTY_SEQ" BEAUTY_SEQ; need "$BEAUTY_ATTRIBUTES" BEAUTY_ATTRIBUTES
+  recbole-attn convert s3rec --seq "$BEAUTY_SEQ" --attributes "$BEAUTY_ATTRIBUTES" --name beauty --out "$DATA"
+fi
+if [ "$DRY_RUN" = 1 ]; then :
+elif reads taobao && [ ! -f "$DATA/taobao/taobao.inter" ]; then
+  need "$TAOBAO_CSV" TAOBAO_CSV
+  recbole-attn convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
 fi
 
 # ---------------------------------------------------------------- JOBS workers on the queue

@@ -264,3 +264,23 @@ def test_reference_grid_is_the_issues_grid():
     assert set(smoke) == {"ml-100k/SASRec/seed1", "ml-100k/NOVABERT-behavior/seed1", "ml-100k-ctr/AttnDIN/seed1",
                           "taobao-ctr/AttnDIN/seed1", "ml-100k-prm/SASRec/seed1", "beauty/SASRecF/seed1"}
     assert all(args[-1] == "--epochs=1" and args[args.index("--seeds") + 1] == "1" for args in smoke.values())
+    # ONLY: a part of the grid, by job name
+    assert set(_grid(GPU="False", ONLY="^ml-100k/SASRec/")) == {f"ml-100k/SASRec/seed{s}" for s in seeds}
+    assert set(_grid(GPU="False", ONLY="/NOVABERT/seed1/")) == {"ml-100k/NOVABERT/seed1", "beauty/NOVABERT/seed1"}
+
+
+def test_reference_grid_converts_only_the_data_its_jobs_read(tmp_path):
+    """With ONLY, a missing raw file of a dataset no chosen job reads is not needed."""
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    env = {**os.environ, "GPU": "False", "RAW": str(tmp_path / "none"), "OUT": str(tmp_path / "out")}
+    run = lambda only: subprocess.run(["bash", str(REPO / "benchmarks" / "reference.sh")], capture_output=True,
+                                      text=True, env={**env, "ONLY": only, "DATA": str(tmp_path / "data")})
+    nothing = run("^no-such-table/")
+    assert nothing.returncode == 0 and "reference.sh: 0 jobs" in nothing.stdout, nothing.stderr
+    taobao = run("^taobao-ctr/AttnDIN/seed1/")
+    assert taobao.returncode == 2 and "UserBehavior_head.csv (set TAOBAO_CSV" in taobao.stderr
+    assert not (tmp_path / "data").exists()

@@ -23,7 +23,8 @@ in ~17 s. With a one-character ``field_separator`` (RecBole's default is a tab) 
 dataset reads them with pandas' C engine: the same DataFrame (tests/test_sequential_lean.py),
 ~50 MB at the peak and ~10x faster. A longer separator (a regex) keeps the Python engine.
 
-Models that read item ids only (``ITEM_ID_MODELS``: the item history, its length, the user,
+Models that read item ids only (``ITEM_ID_MODELS``: AttRec and RecBole's SASRec, GRU4Rec and other
+id-only sequential models; the item history, its length, the user,
 the target and the negative items) get batches without the other ``_list`` fields and
 without the joined item and user features, which they never read: the gather of every
 inter field's history and the feature joins of the positive and negative rows were most
@@ -52,10 +53,15 @@ from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.sampler import RepeatableSampler
 
-# Models whose batches are read for item ids only: RecBole's SASRec (``calculate_loss``,
-# ``predict``, ``full_sort_predict`` read ITEM_SEQ, ITEM_SEQ_LEN, POS_ITEM_ID / ITEM_ID,
-# NEG_ITEM_ID) and AttRec (the same and USER_ID). A model not named here gets every field.
-ITEM_ID_MODELS = frozenset({"AttRec", "SASRec"})
+# Models whose batches are read for item ids only: their ``calculate_loss``, ``predict`` and
+# ``full_sort_predict`` read ITEM_SEQ, ITEM_SEQ_LEN, POS_ITEM_ID / ITEM_ID, NEG_ITEM_ID and
+# (AttRec, Caser, FPMC) USER_ID, nothing else (RecBole 1.2.1's sequential models read one by
+# one; tests/test_lean_fields.py trains each on both loaders). A model not named here gets
+# every field.
+ITEM_ID_MODELS = frozenset({
+    "AttRec", "SASRec", "GRU4Rec", "NARM", "STAMP", "Caser", "NextItNet", "SRGNN", "GCSAN",
+    "LightSANs", "CORE", "FPMC", "RepeatNet",
+})
 
 
 def reads_item_ids_only(config) -> bool:
