@@ -59,17 +59,17 @@ P=benchmarks/presets
 
 # ---------------------------------------------------------------- the queue of jobs
 mkdir -p "$OUT/logs"
-QUEUE=$(mktemp) COUNTER=$(mktemp) FAILED=$(mktemp)
-trap 'rm -f "$QUEUE" "$COUNTER" "$COUNTER.lock" "$FAILED"' EXIT
+QUEUE=$(mktemp) COUNTER=$(mktemp) FAILED=$(mktemp) GRID=$(mktemp)
+trap 'rm -f "$QUEUE" "$COUNTER" "$COUNTER.lock" "$FAILED" "$GRID"' EXIT
 echo 0 > "$COUNTER"
 # job NAME ARGS...: one `recbole-attn benchmark` run list, recorded in OUT/NAME (only the jobs
-# ONLY matches, when set; with SMOKE=1 only the jobs SMOKE_JOBS matches, for one epoch)
+# ONLY matches, when set; with SMOKE=1 only the jobs SMOKE_JOBS matches, for one epoch). Every
+# job's NAME goes to OUT/grid.txt, so the results page says how much of the grid is recorded.
 job() {
+  [ "$SMOKE" = 1 ] && { [[ "$1/" =~ $SMOKE_JOBS ]] || return 0; }
+  echo "$1" >> "$GRID"  # every job of the grid, chosen by ONLY or not
   [ -z "$ONLY" ] || [[ "$1/" =~ $ONLY ]] || return 0
-  if [ "$SMOKE" = 1 ]; then
-    [[ "$1/" =~ $SMOKE_JOBS ]] || return 0
-    set -- "$@" --epochs=1
-  fi
+  [ "$SMOKE" = 1 ] && set -- "$@" --epochs=1
   printf '%q ' "$@" >> "$QUEUE"; echo >> "$QUEUE"
 }
 
@@ -139,6 +139,8 @@ elif reads taobao && [ ! -f "$DATA/taobao/taobao.inter" ]; then
   need "$TAOBAO_CSV" TAOBAO_CSV
   recbole-attn convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
 fi
+
+[ "$DRY_RUN" = 1 ] || cp "$GRID" "$OUT/grid.txt"
 
 # ---------------------------------------------------------------- JOBS workers on the queue
 next_job() {  # the next job's line number (1-based), taken under a lock

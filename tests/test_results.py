@@ -116,6 +116,31 @@ def test_results_page_from_the_reference_records_only(records_dir, tmp_path):
     assert "- BERT4Rec on ml-100k, seed 4: `RuntimeError: boom`" in text
 
 
+def test_results_page_says_how_much_of_the_grid_is_recorded(records_dir, tmp_path):
+    """A grid.txt (benchmarks/reference.sh's job names) under the records: the page counts the
+    jobs whose folder holds an ok run and lists the others; a complete grid is not "partial"."""
+    grid = records_dir / "grid"
+    for name, status in (("ml-100k/SASRec/seed1", "ok"), ("ml-100k/SASRec/seed2", "failed")):
+        (grid / name).mkdir(parents=True)
+        (grid / name / "records.jsonl").write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": status}) + "\n")
+    names = ["ml-100k/SASRec/seed1", "ml-100k/SASRec/seed2", "ml-100k/SASRec/seed3", "ml-100k-ctr/DIN/seed1"]
+    (grid / "grid.txt").write_text("\n".join(names) + "\n")
+    doc = tmp_path / "docs" / "results.md"
+    assert report_main([str(records_dir), "--results", str(doc)]) == 0
+    text = doc.read_text()
+    assert "**Partial: the grid has not run to the end**" in text.split("## ")[0]  # said at the top
+    assert "`../grid/grid.txt` (4 runs): **1 of 4 recorded**; not yet recorded (table/row: seeds):" in text
+    assert "- ml-100k/SASRec: 2, 3\n- ml-100k-ctr/DIN: 1\n" in text  # a failed run is not recorded
+    (grid / "grid.txt").write_text("ml-100k/SASRec/seed1\n")
+    assert report_main([str(records_dir), "--results", str(doc)]) == 0
+    text = doc.read_text()
+    assert "**1 of 1 recorded**, every run of the grid." in text and "Partial" not in text
+    # no grid file: no progress section
+    (grid / "grid.txt").unlink()
+    assert report_main([str(records_dir), "--results", str(doc)]) == 0
+    assert "Grid progress" not in doc.read_text()
+
+
 def test_claims_are_judged_beside_the_papers_figures(records_dir, tmp_path):
     doc = tmp_path / "results.md"
     assert report_main([str(records_dir), "--results", str(doc)]) == 0
@@ -281,6 +306,8 @@ def test_reference_grid_converts_only_the_data_its_jobs_read(tmp_path):
                                       text=True, env={**env, "ONLY": only, "DATA": str(tmp_path / "data")})
     nothing = run("^no-such-table/")
     assert nothing.returncode == 0 and "reference.sh: 0 jobs" in nothing.stdout, nothing.stderr
+    # grid.txt names every job of the grid, whatever ONLY chose (the results page's progress)
+    assert (tmp_path / "out" / "grid.txt").read_text().split() == list(_grid(GPU="False"))
     taobao = run("^taobao-ctr/AttnDIN/seed1/")
     assert taobao.returncode == 2 and "UserBehavior_head.csv (set TAOBAO_CSV" in taobao.stderr
     assert not (tmp_path / "data").exists()
