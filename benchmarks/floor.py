@@ -99,7 +99,8 @@ class Bench:
         from recbole_attn.benchmark.environment import environment
         from recbole_attn.config import Config
         from recbole_attn.quick_start import prepare
-        from recbole_attn.trainer import _clip_args, _rng_state
+        from recbole_attn.recipe import _clip_args
+        from recbole_attn.trainer import _rng_state
 
         self.env = environment(overrides.get("device", "cpu"))  # before the runs: the code they ran on
         self.config = config = Config(model=model_name, dataset=dataset, config_file_list=config_files or None,

@@ -8,9 +8,8 @@ import subprocess
 
 import pytest
 
-from recbole_attn.benchmark.report import (
-    CONVERT, command, convergence, report_main, shell_quote, summarise, train_table,
-)
+from recbole_attn.benchmark.report import CONVERT, command, report_main, shell_quote, train_table
+from recbole_attn.benchmark.summary import convergence, summarise
 from recbole_attn.benchmark.runner import benchmark_main
 from conftest import FIXTURES, REPO, TINY_YAML
 
@@ -292,7 +291,7 @@ def test_rows_at_the_epoch_cap_are_marked_not_converged_and_curves_are_drawn(tmp
 
 
 def test_mean_curve_averages_the_seeds_that_reached_each_epoch():
-    from recbole_attn.benchmark.report import mean_curve
+    from recbole_attn.benchmark.plots import mean_curve
 
     c = mean_curve([_curve_record("A", 1, False), _curve_record("A", 2, True, epochs=2)], "ndcg@10")
     assert c["epoch"] == [0, 1, 2] and c["runs"] == [2, 2, 1]

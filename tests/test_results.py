@@ -202,7 +202,7 @@ def test_no_reference_records_and_bad_paper_claims(records_dir, tmp_path):
 
 
 def test_the_shipped_claims_and_papers_figures_load():
-    from recbole_attn.benchmark.report import load_claims
+    from recbole_attn.benchmark.claims import load_claims
     from conftest import REPO
 
     claims = load_claims(REPO / "benchmarks" / "records" / "claims.yaml")

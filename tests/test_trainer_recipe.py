@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from recbole_attn.config import ConfigError, get_model
-from recbole_attn.trainer import get_trainer, lr_factor
+from recbole_attn.recipe import lr_factor
+from recbole_attn.trainer import get_trainer
 from conftest import build
 
 

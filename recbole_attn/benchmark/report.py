@@ -14,6 +14,10 @@ reference-protocol records only instead (``recbole_attn.benchmark.results``). No
 the output is typed by hand: rerun this after adding records.
 A malformed line (a killed run's truncated last line) is skipped with a warning naming
 the file and line; a folder without any record is an error.
+
+This module reads the records and writes the tables, their commands and the page; a
+table's rows are summarised in ``recbole_attn.benchmark.summary``, the claims judged in
+``recbole_attn.benchmark.claims`` and the plots drawn in ``recbole_attn.benchmark.plots``.
 """
 
 from __future__ import annotations
@@ -22,24 +26,24 @@ import argparse
 import json
 import math
 import os
-import re
 import shlex
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
+from recbole_attn.benchmark.claims import claims_section, load_claims
+from recbole_attn.benchmark.plots import plot_curves, plot_dataset
 from recbole_attn.benchmark.runner import CONTROL, read_records
+from recbole_attn.benchmark.summary import _fmt, label, smaller_is_better, summarise
 from recbole_attn.errors import ConfigError
 
-# RecBole's metrics where smaller is better (recbole.evaluator.smaller_metrics, lower case).
-SMALLER_IS_BETTER = {"logloss", "rmse", "mae"}
 
 # Printed commands name a data folder of the machine that ran them as DATA (RecBole's
 # bundled ``recbole/dataset_example`` stays as it is); CONVERT makes DATA/<dataset>/ from
 # the raw files of README's dataset section.
 DATA = "DATA"
+
+
 CONVERT = {
     "beauty": "recbole-attn convert s3rec --seq Beauty.txt --attributes Beauty_item2attributes.json --name beauty --out DATA",
     "toys": "recbole-attn convert s3rec --seq Toys_and_Games.txt --attributes Toys_and_Games_item2attributes.json "
@@ -47,11 +51,6 @@ CONVERT = {
     "lastfm": "recbole-attn convert s3rec --seq LastFM.txt --attributes LastFM_item2attributes.json --name lastfm --out DATA",
     "taobao": "recbole-attn convert taobao --csv UserBehavior_head.csv --out DATA --category-conflict first",
 }
-
-
-def smaller_is_better(metric: str) -> bool:
-    """Whether a metric (``ndcg@10``, ``logloss``, ...) improves downwards."""
-    return metric.split("@")[0] in SMALLER_IS_BETTER
 
 
 def load_records(root: Path) -> tuple[list[dict], list[dict]]:
@@ -63,27 +62,6 @@ def load_records(root: Path) -> tuple[list[dict], list[dict]]:
     for path in sorted(root.rglob("pipeline_overhead-*.json")):
         overhead.append(json.loads(path.read_text()))
     return runs, overhead
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def _fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
-
-
-def label(record: dict) -> str:
-    """A table row's name: the run's ``--label``, else its model; a re-ranker's row also
-    names its ranker (``SASRec + PRM``). A run of a model that a later fix changed carries
-    ``superseded`` (what changed) and keeps its row, named ``<row> (before fix)``, or
-    ``<row> (<superseded_tag>)`` where a model was fixed more than once."""
-    if record.get("row"):
-        return record["row"]
-    name = record.get("label") or record["model"]
-    if record.get("superseded"):
-        name += f" ({record.get('superseded_tag') or 'before fix'})"
-    return f"{record['ranker']} + {name}" if record.get("ranker") else name
 
 
 def _ranker_row(record: dict, run: dict, row: str, test: dict) -> dict:
@@ -243,62 +221,6 @@ def tables(records: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def summarise(records: list[dict]) -> dict[str, dict]:
-    """Per row (label): n seeds, test metrics (mean, std), epochs, epoch time, memory, parameters."""
-    by_model: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        by_model[label(r)].append(r)
-    out = {}
-    for model, rs in by_model.items():
-        metrics = sorted({k for r in rs for k in r["test"]})
-        out[model] = {
-            "n": len(rs),
-            "seeds": sorted(r["seed"] for r in rs),
-            "test": {m: mean_std([r["test"][m] for r in rs if m in r["test"]]) for m in metrics},
-            "epochs": statistics.fmean(r["epochs_trained"] for r in rs),
-            "epoch_s": mean_std([r["median_epoch_s"] for r in rs if r["median_epoch_s"] is not None]),
-            "memory_mib": statistics.fmean(r["peak_memory_bytes"] for r in rs) / 2**20,
-            "memory_kind": rs[0]["peak_memory_kind"],
-            "parameters": rs[0]["parameters"],
-            "converged": convergence(rs),
-        }
-    return out
-
-
-def _stopped_early(record: dict) -> bool | None:
-    if record.get("stopped_early") is not None or record.get("row"):  # a ranker's row: not its config
-        return record.get("stopped_early")
-    cfg = record.get("config") or {}
-    epochs, patience = cfg.get("epochs"), cfg.get("stopping_step")
-    if isinstance(epochs, int) and isinstance(patience, int) and epochs < patience + 2:
-        return False
-    return None
-
-
-def convergence(records: list[dict]) -> str:
-    """A row's convergence cell: ``yes`` when early stopping ended every run before its
-    epoch cap; ``not converged`` naming how many runs reached the cap first; ``unknown``
-    for runs recorded before ``stopped_early`` was kept (never claimed converged), except
-    that a cap below ``stopping_step + 2`` epochs leaves early stopping no chance to end
-    a run (it needs a best epoch and then ``stopping_step + 1`` epochs without gain)."""
-    flags = [_stopped_early(r) for r in records]
-    n, at_cap, unknown = len(records), [r for r, f in zip(records, flags) if f is False], flags.count(None)
-    if unknown == n:
-        return "unknown (not recorded)"
-    if not at_cap and not unknown:
-        return "yes"
-    parts = []
-    if at_cap:
-        caps = sorted({r.get("epoch_cap") or r.get("config", {}).get("epochs") for r in at_cap} - {None})
-        parts.append(f"not converged: {len(at_cap)}/{n} runs reached the cap"
-                     + (f" of {'/'.join(map(str, caps))} epochs" if caps else ""))
-    else:
-        parts.append(f"early-stopped: {n - unknown}/{n} runs")
-    if unknown:
-        parts.append(f"unknown for {unknown}/{n} (not recorded)")
-    return "; ".join(parts)
-
-
 def _best(summary: dict[str, dict], metric: str) -> str:
     pick = min if smaller_is_better(metric) else max
     return pick(summary, key=lambda m: summary[m]["test"].get(metric, (math.nan,))[0])
@@ -395,211 +317,6 @@ def overhead_table(records: list[dict]) -> list[str]:
             f"| {'yes' if r['valid_match_3_decimals'] else 'NO'} "
             f"| {rb['valid_result'].get('ndcg@10', math.nan):.4f} / {ours['valid_result'].get('ndcg@10', math.nan):.4f} |"
         )
-    return lines + [""]
-
-
-def plot_dataset(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]:
-    """Metric bars with error bars, and epoch-time / peak-memory bars: two PNG files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = summarise(records)
-    models = sorted(summary)
-    metrics = sorted({m for s in summary.values() for m in s["test"]})
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        means = [summary[m]["test"].get(metric, (math.nan, 0))[0] for m in models]
-        stds = [summary[m]["test"].get(metric, (0, 0))[1] for m in models]
-        ax.bar(models, means, yerr=stds, capsize=3, color="tab:blue")
-        ax.set_title(metric)
-        ax.tick_params(axis="x", rotation=45, labelsize=8)
-    fig.suptitle(f"{dataset}: test metrics (mean ± std over seeds)")
-    fig.tight_layout()
-    slug = _slug(dataset)
-    paths.append(plot_dir / f"{slug}-metrics.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(8, 3.4))
-    ax_t.bar(models, [summary[m]["epoch_s"][0] for m in models],
-             yerr=[summary[m]["epoch_s"][1] for m in models], capsize=3, color="tab:orange")
-    ax_t.set_title("median epoch time (s)")
-    ax_m.bar(models, [summary[m]["memory_mib"] for m in models], color="tab:green")
-    ax_m.set_title(f"peak memory (MiB, {summary[models[0]]['memory_kind']})")
-    for ax in (ax_t, ax_m):
-        ax.tick_params(axis="x", rotation=45, labelsize=8)
-    fig.suptitle(f"{dataset}: cost ({'; '.join(sorted({r['device'] for r in records}))})", fontsize=9)
-    fig.tight_layout()
-    paths.append(plot_dir / f"{slug}-cost.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    return paths
-
-
-def mean_curve(records: list[dict], metric: str) -> dict[str, list[float]]:
-    """One row's learning curve, mean over its runs (seeds): per epoch index, the mean epoch,
-    wall time, train loss and validation ``metric`` of the runs that reached that epoch
-    (a run that stopped early leaves the later means to the others)."""
-    by_index: dict[int, list[dict]] = defaultdict(list)
-    for r in records:
-        for i, point in enumerate(r.get("curve") or []):
-            by_index[i].append(point)
-    out: dict[str, list[float]] = {"epoch": [], "wall_s": [], "train_loss": [], "valid": [], "runs": []}
-    for i in sorted(by_index):
-        points = by_index[i]
-        valid = [p["valid"][metric] for p in points if metric in (p.get("valid") or {})]
-        out["epoch"].append(statistics.fmean(p["epoch"] for p in points))
-        out["wall_s"].append(statistics.fmean(p["wall_s"] for p in points))
-        out["train_loss"].append(statistics.fmean(p["train_loss"] for p in points))
-        out["valid"].append(statistics.fmean(valid) if valid else math.nan)
-        out["runs"].append(len(points))
-    return out
-
-
-def curve_metric(records: list[dict]) -> str | None:
-    """The validation metric the curves of a table show: the runs' ``valid_metric`` (lower
-    case, as in the records), else the first metric the curves hold; None without curves."""
-    for r in records:
-        if r.get("curve"):
-            metric = str(r.get("config", {}).get("valid_metric") or "").lower()
-            keys = {k for p in r["curve"] for k in (p.get("valid") or {})}
-            if metric in keys:
-                return metric
-            if keys:
-                return sorted(keys)[0]
-    return None
-
-
-def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]:
-    """Learning curves of a table's rows whose records have them (one line per row, mean
-    over seeds): validation metric vs epoch and vs wall time, train loss vs epoch; one PNG,
-    or none when no record has a curve."""
-    metric = curve_metric(records)
-    if metric is None:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_row: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        if r.get("curve"):
-            by_row[label(r)].append(r)
-    fig, (ax_e, ax_t, ax_l) = plt.subplots(1, 3, figsize=(13, 3.8))
-    for i, (row, rs) in enumerate(sorted(by_row.items())):
-        c = mean_curve(rs, metric)
-        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2,
-                 "marker": "o" if len(c["epoch"]) < 3 else None, "markersize": 4}  # a point alone shows
-        ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(rs)})", **style)
-        ax_t.plot(c["wall_s"], c["valid"], **style)
-        ax_l.plot(c["epoch"], c["train_loss"], **style)
-    ax_e.set(xlabel="epoch", ylabel=f"valid {metric}", title=f"valid {metric} vs epoch")
-    ax_t.set(xlabel="seconds since training start", ylabel=f"valid {metric}", title=f"valid {metric} vs wall time")
-    ax_l.set(xlabel="epoch", ylabel="train loss", title="train loss vs epoch")
-    for ax in (ax_e, ax_t, ax_l):
-        ax.grid(alpha=0.3)
-    fig.legend(*ax_e.get_legend_handles_labels(), loc="center right", fontsize=7, title="row (runs)", title_fontsize=7)
-    fig.suptitle(f"{dataset}: learning curves, mean over seeds", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    path = plot_dir / f"{_slug(dataset)}-curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
-
-
-CLAIM_KEYS = ("claim", "source", "better", "worse", "metric")
-
-
-def load_claims(path: Path) -> list[dict]:
-    """Claims from a YAML list of mappings with the keys of ``CLAIM_KEYS``: row ``better``
-    is claimed to beat row ``worse`` on ``metric`` (the direction of each metric is known)."""
-    claims = yaml.safe_load(path.read_text()) or []
-    if not isinstance(claims, list):
-        raise SystemExit(f"recbole-attn report: error: {path} must hold a YAML list of claims")
-    for i, c in enumerate(claims):
-        missing = [k for k in CLAIM_KEYS if not isinstance(c, dict) or not c.get(k)]
-        if missing:
-            raise SystemExit(
-                f"recbole-attn report: error: {path}, claim {i + 1}: missing {', '.join(missing)}"
-                f" (each claim needs {', '.join(CLAIM_KEYS)})"
-            )
-        c["metric"] = str(c["metric"]).lower()
-    return claims
-
-
-def judge(better: tuple[float, float], worse: tuple[float, float], metric: str) -> tuple[float, str]:
-    """(difference in the claimed direction, verdict) of two (mean, std) over seeds: the claim
-    holds when the difference exceeds the larger std, fails when it is below minus that, and
-    is a tie in between."""
-    sign = -1.0 if smaller_is_better(metric) else 1.0
-    diff = sign * (better[0] - worse[0])
-    noise = max(better[1], worse[1])
-    return diff, "holds" if diff > noise else "does not hold" if diff < -noise else "tie (within one std)"
-
-
-def judge_claims(claims: list[dict], train_tables: dict[str, list[dict]]) -> list[dict]:
-    """Each claim on every table whose two rows both have at least two runs: ``{"claim"
-    (the claim's mapping), "table", "better", "worse" (the rows' ``summarise`` entries),
-    "difference", "verdict"}`` (see ``judge``); a claim no table can judge gets one entry
-    with ``table`` None."""
-    out = []
-    summaries = {name: summarise(records) for name, records in train_tables.items()}
-    for c in claims:
-        judged = False
-        m = c["metric"]
-        for name, summary in summaries.items():
-            a, b = summary.get(c["better"]), summary.get(c["worse"])
-            if not (a and b and a["n"] >= 2 and b["n"] >= 2 and m in a["test"] and m in b["test"]):
-                continue
-            diff, verdict = judge(a["test"][m], b["test"][m], m)
-            out.append({"claim": c, "table": name, "better": a, "worse": b, "difference": diff, "verdict": verdict})
-            judged = True
-        if not judged:
-            out.append({"claim": c, "table": None, "better": None, "worse": None, "difference": None, "verdict": None})
-    return out
-
-
-NOT_MEASURED = "not measured: no table has both rows with >= 2 runs"
-
-
-def judged_cells(j: dict) -> list[str]:
-    """The cells metric, claimed better, claimed worse, difference, verdict of one judgement."""
-    c, m = j["claim"], j["claim"]["metric"]
-    if j["table"] is None:
-        return [m, c["better"], c["worse"], "", NOT_MEASURED]
-    a, b = j["better"], j["worse"]
-    return [m, f"{c['better']} {_fmt(*a['test'][m], a['n'])}", f"{c['worse']} {_fmt(*b['test'][m], b['n'])}",
-            f"{j['difference']:+.4f}", j["verdict"]]
-
-
-def claims_section(claims: list[dict], train_tables: dict[str, list[dict]]) -> list[str]:
-    """One line per (claim, table with both rows at >= 2 runs); a claim no table can judge
-    says so."""
-    lines = [
-        "## Papers' claims, judged on these tables",
-        "",
-        "Each claim of the claims file, on every table whose two rows both have at least two runs:",
-        "the difference of the means in the claimed direction, and the verdict: *holds* when it",
-        "exceeds the larger of the two stds, *does not hold* when it is below minus that, *tie* in",
-        "between. A verdict is for the training budget in its table's settings, not the paper's.",
-        "",
-        "| claim | paper | table | metric | claimed better | claimed worse | difference | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for j in judge_claims(claims, train_tables):
-        cells = [j["claim"]["claim"], j["claim"]["source"], j["table"] or "", *judged_cells(j)]
-        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from recbole_attn.benchmark.report import (
-    initial_lists, judge_claims, judged_cells, load_records, plot_curves, summarise, train_table,
-)
+from recbole_attn.benchmark.claims import judge_claims, judged_cells
+from recbole_attn.benchmark.plots import plot_curves
+from recbole_attn.benchmark.report import initial_lists, load_records, train_table
 from recbole_attn.benchmark.runner import read_records
+from recbole_attn.benchmark.summary import summarise
 from recbole_attn.errors import ConfigError
 
 REFERENCE_PREFIX = "ref-"
