@@ -14,6 +14,9 @@
 #   ONLY='^ml-100k/' bash benchmarks/reference.sh   # only the jobs whose name (TABLE/ROW/seedS/)
 #       matches the bash regex: a CPU grows the grid a table or a row at a time, across sessions;
 #       the raw data of a dataset is converted only when a chosen job reads it
+#   DEADLINE=3000 bash benchmarks/reference.sh   # take no new job 3000 s after the start (the
+#       jobs under way finish): a session or a lease with an end time; a rerun goes on
+#   On a lent GPU machine: benchmarks/device-grid.sh (wheels, raw data, records back as one file).
 #
 # RAW: folder of the raw public files (default $RAW, else ../shared/data), laid out as
 #   amazon-s3rec/Beauty.txt, amazon-s3rec/Beauty_item2attributes.json and
@@ -44,6 +47,9 @@ DATA=${2:-${DATA:-benchmarks/scratch/data}}
 SMOKE=${SMOKE:-0}
 DRY_RUN=${DRY_RUN:-0}
 ONLY=${ONLY:-}
+DEADLINE=${DEADLINE:-}
+START=$(date +%s)
+RA=${RECBOLE_ATTN:-recbole-attn}  # the command; where the package is not installed: "python3 -m recbole_attn.cli"
 if [ "$SMOKE" = 1 ]; then OUT=${OUT:-benchmarks/scratch/smoke}; SEEDS=${SEEDS:-1}; fi
 OUT=${OUT:-benchmarks/records/ref}
 SEEDS=${SEEDS:-1 2 3}
@@ -59,8 +65,8 @@ P=benchmarks/presets
 
 # ---------------------------------------------------------------- the queue of jobs
 mkdir -p "$OUT/logs"
-QUEUE=$(mktemp) COUNTER=$(mktemp) FAILED=$(mktemp) GRID=$(mktemp)
-trap 'rm -f "$QUEUE" "$COUNTER" "$COUNTER.lock" "$FAILED" "$GRID"' EXIT
+QUEUE=$(mktemp) COUNTER=$(mktemp) FAILED=$(mktemp) GRID=$(mktemp) LEFT=$(mktemp)
+trap 'rm -f "$QUEUE" "$COUNTER" "$COUNTER.lock" "$FAILED" "$GRID" "$LEFT"' EXIT
 echo 0 > "$COUNTER"
 # job NAME ARGS...: one `recbole-attn benchmark` run list, recorded in OUT/NAME (only the jobs
 # ONLY matches, when set; with SMOKE=1 only the jobs SMOKE_JOBS matches, for one epoch). Every
@@ -132,12 +138,12 @@ reads() { grep -q -- "--dataset $1 " "$QUEUE"; }  # a queued job reads dataset $
 if [ "$DRY_RUN" = 1 ]; then :  # nothing is converted or run
 elif reads beauty && [ ! -f "$DATA/beauty/beauty.inter" ]; then
   need "$BEAUTY_SEQ" BEAUTY_SEQ; need "$BEAUTY_ATTRIBUTES" BEAUTY_ATTRIBUTES
-  recbole-attn convert s3rec --seq "$BEAUTY_SEQ" --attributes "$BEAUTY_ATTRIBUTES" --name beauty --out "$DATA"
+  $RA convert s3rec --seq "$BEAUTY_SEQ" --attributes "$BEAUTY_ATTRIBUTES" --name beauty --out "$DATA"
 fi
 if [ "$DRY_RUN" = 1 ]; then :
 elif reads taobao && [ ! -f "$DATA/taobao/taobao.inter" ]; then
   need "$TAOBAO_CSV" TAOBAO_CSV
-  recbole-attn convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
+  $RA convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
 fi
 
 [ "$DRY_RUN" = 1 ] || cp "$GRID" "$OUT/grid.txt"
@@ -155,10 +161,15 @@ next_job() {  # the next job's line number (1-based), taken under a lock
 worker() {
   local id=$1 n line name
   while n=$(next_job) && line=$(sed -n "${n}p" "$QUEUE") && [ -n "$line" ]; do
+    if [ -n "$DEADLINE" ] && [ $(($(date +%s) - START)) -ge "$DEADLINE" ]; then
+      echo "[$(date +%H:%M:%S)] worker $id: deadline of ${DEADLINE} s passed, no new job"
+      echo "$n" >> "$LEFT"  # the first job this worker did not start
+      break
+    fi
     eval "set -- $line"
     name=$1; shift
     echo "[$(date +%H:%M:%S)] worker $id: $name"
-    if ! recbole-attn benchmark --out "$OUT/$name" --resume --no-progress "$@" \
+    if ! $RA benchmark --out "$OUT/$name" --resume --no-progress "$@" \
         >> "$OUT/logs/${name//\//_}.log" 2>&1; then
       echo "$name" >> "$FAILED"
     fi
@@ -176,7 +187,12 @@ if [ -s "$FAILED" ]; then
   sed 's/^/  /' "$FAILED" >&2
   exit 1
 fi
-REPORT=(recbole-attn report "$OUT" --claims benchmarks/records/claims.yaml
+if [ -s "$LEFT" ]; then
+  left=$(( $(wc -l < "$QUEUE") - $(sort -n "$LEFT" | head -1) + 1 ))
+  echo "reference.sh: the deadline (${DEADLINE} s) passed with $left job(s) not started; rerun to go on"
+  exit 0
+fi
+REPORT=($RA report "$OUT" --claims benchmarks/records/claims.yaml
         --paper_claims benchmarks/records/paper_claims.yaml)
 if [ "$SMOKE" = 1 ]; then
   "${REPORT[@]}" --results "$OUT/results.md"
