@@ -146,7 +146,9 @@ elif reads taobao && [ ! -f "$DATA/taobao/taobao.inter" ]; then
   $RA convert taobao --csv "$TAOBAO_CSV" --name taobao --out "$DATA" --category-conflict first
 fi
 
-[ "$DRY_RUN" = 1 ] || cp "$GRID" "$OUT/grid.txt"
+if [ "$DRY_RUN" != 1 ]; then  # OUT/grid.txt: the union of the grids run into OUT (a GPU's is larger)
+  touch "$OUT/grid.txt"; grep -Fxv -f "$OUT/grid.txt" "$GRID" >> "$OUT/grid.txt" || true
+fi
 
 # ---------------------------------------------------------------- JOBS workers on the queue
 next_job() {  # the next job's line number (1-based), taken under a lock
