@@ -66,14 +66,11 @@ def test_deadline_starts_no_job_after_it(tmp_path):
 
 
 def test_the_lease_stops_the_jobs_under_way_and_still_packs(tmp_path):
-    import time
-
     back = tmp_path / "back"
     back.mkdir()
     env = _env(tmp_path, RECORDS=str(tmp_path / "device"), OUT=str(back), FAKE_SLEEP="60", GRACE="2", JOBS="1")
-    start = time.monotonic()
-    lease = _run(["run", "1"], env)  # the first job starts, the lease ends 3 s in
-    assert time.monotonic() - start < 30 and "reference.sh exit 124; 0 records files back" in lease.stdout
+    lease = _run(["run", "1"], env)  # the first job starts (a 60 s run), the lease ends 3 s in: stopped
+    assert "reference.sh exit 124; 0 records files back" in lease.stdout, lease.stdout + lease.stderr
     with tarfile.open(back / "ref-records.tgz") as tgz:
         assert "./grid.txt" in tgz.getnames()
     assert not list((tmp_path / "device").glob("ml-100k/SASRec/*/records.jsonl"))  # stopped unfinished
