@@ -131,10 +131,12 @@ def test_results_page_says_how_much_of_the_grid_is_recorded(records_dir, tmp_pat
     assert "**Partial: the grid has not run to the end**" in text.split("## ")[0]  # said at the top
     assert "`../grid/grid.txt` (4 runs): **1 of 4 recorded**; not yet recorded (table/row: seeds):" in text
     assert "- ml-100k/SASRec: 2, 3\n- ml-100k-ctr/DIN: 1\n" in text  # a failed run is not recorded
+    assert "| no row Caser recorded yet (the grid is partial) |" in text  # a claim's row may come later
     (grid / "grid.txt").write_text("ml-100k/SASRec/seed1\n")
     assert report_main([str(records_dir), "--results", str(doc)]) == 0
     text = doc.read_text()
     assert "**1 of 1 recorded**, every run of the grid." in text and "Partial" not in text
+    assert "| not in the reference grid: no row Caser |" in text
     # no grid file: no progress section
     (grid / "grid.txt").unlink()
     assert report_main([str(records_dir), "--results", str(doc)]) == 0

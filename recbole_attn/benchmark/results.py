@@ -91,7 +91,8 @@ def _converged_note(j: dict) -> str:
     return "" if all(s["converged"] == "yes" for s in rows) else " (a row is not converged)"
 
 
-def claims_lines(claims: list[dict], paper: dict[str, dict], tables: dict[str, list[dict]]) -> list[str]:
+def claims_lines(claims: list[dict], paper: dict[str, dict], tables: dict[str, list[dict]],
+                 partial: bool = False) -> list[str]:
     lines = [
         "## Papers' claims on the reference results",
         "",
@@ -115,7 +116,8 @@ def claims_lines(claims: list[dict], paper: dict[str, dict], tables: dict[str, l
             cells[-1] += _converged_note(j)
         elif c["better"] not in rows or c["worse"] not in rows:
             absent = [row for row in (c["better"], c["worse"]) if row not in rows]
-            cells[-1] = f"not in the reference grid: no row {', '.join(absent)}"
+            cells[-1] = (f"no row {', '.join(absent)} recorded yet (the grid is partial)" if partial
+                         else f"not in the reference grid: no row {', '.join(absent)}")
         source = entry["citation"] if entry else c["source"]
         lines.append("| " + " | ".join([c["claim"], source, paper_cell(entry), j["table"] or "", *cells]) + " |")
     return lines + [""]
@@ -204,7 +206,7 @@ def render_results(root: Path, doc: Path, plot_dir: Path, claims: list[dict] | N
                       "the seeds still training; the legend counts a row's runs):", "",
                       f"![{path.stem}]({os.path.relpath(path, doc.parent)})", ""]
     if claims:
-        lines += claims_lines(claims, paper or {}, tables)
+        lines += claims_lines(claims, paper or {}, tables, partial)
     failed = [r for r in reference if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed runs", "", *[
