@@ -58,8 +58,11 @@ Deviations from both:
   statistics in training, running statistics at inference). The reference code calls
   ``tf.layers.batch_normalization`` without ``training=True``, so its graph keeps the
   initial moving statistics and computes a learned per-channel affine: ``affine``
-  reproduces that (not benchmarked). BatchNorm is what the layer is meant to be (its
-  moving statistics exist to be updated).
+  reproduces that. BatchNorm is what the layer is meant to be (its moving statistics
+  exist to be updated). The choice depends on the data: seed 1, the cpu-ctr presets
+  (3 epochs), test AUC batch / affine / none: ml-100k 0.8734 / 0.8321 / 0.8309, the
+  Taobao head 0.7693 / 0.7911 / 0.8191 (with batch statistics the training loss falls
+  41 -> 6 in 3 epochs there: memorisation), Beauty 0.8013 / - / 0.7995.
 - Dice: the paper's (eq. 9: batch statistics in training, running ones at inference).
   The code's ``Dice.py`` also calls ``tf.layers.batch_normalization`` at
   ``training=False``, so its gate is sigmoid(beta * x) with a learned beta (init 0).
