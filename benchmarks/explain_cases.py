@@ -56,8 +56,9 @@ def train(model: str, epochs: int | None, ckpt: Path, ranker: Path | None = None
     if last or not list(folder.glob(f"{model}-*.pth")):
         subprocess.run([sys.executable, *cmd[1:], *[f"--resume={p}" for p in last[-1:]]], cwd=REPO, check=True)
     shown = [c if not c.startswith(("checkpoint_dir=", "ranker_checkpoint=")) else c.split("=")[0] + "=..." for c in cmd]
-    saved = load_checkpoint(str(newest(folder)), map_location="cpu")
-    return newest(folder), budget(saved["config"], int(saved["epoch"]) + 1, epochs is not None), shlex.join(shown)
+    path = newest(folder)
+    saved = load_checkpoint(str(path), map_location="cpu")
+    return path, budget(saved["config"], int(saved["epoch"]) + 1, epochs is not None), shlex.join(shown)
 
 
 def budget(config, best_epoch: int, fixed: bool) -> str:
@@ -65,7 +66,8 @@ def budget(config, best_epoch: int, fixed: bool) -> str:
     cap, patience, step = int(config["epochs"]), int(config["stopping_step"]), int(config["eval_step"] or 1)
     if fixed:
         return f"{cap} epoch(s), fixed (not converged)"
-    stopped = best_epoch + patience * step <= cap  # early stopping came before the cap
+    # RecBole stops at the (patience + 1)-th validation without improvement after the best
+    stopped = best_epoch + (patience + 1) * step <= cap  # early stopping came before the cap
     return (f"early stopping (patience {patience}, cap {cap}), best validation epoch {best_epoch}"
             + ("" if stopped else ", cap reached: not converged"))
 
