@@ -61,15 +61,16 @@ collect() {  # FILE: the lease's ref-records.tgz
   [ -f "$tgz" ] || usage
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
   tar xzf "$tgz" -C "$tmp"
-  local added=0
+  local added=0 here new
   while IFS= read -r -d '' f; do
-    f=${f#"$tmp"/}; local here=$RECORDS/$f
+    f=${f#"$tmp"/}; here=$RECORDS/$f
     mkdir -p "$(dirname "$here")"
-    if [[ "$f" =~ (^|/)(records\.jsonl|grid\.txt)$ && -f "$here" ]]; then  # keep every line here, add the new ones
-      [[ "$f" == */records.jsonl ]] && added=$((added + $(grep -Fxvc -f "$here" "$tmp/$f" || true)))
-      grep -Fxv -f "$here" "$tmp/$f" >> "$here" || true
+    if [[ "$f" =~ (^|/)(records\.jsonl|grid\.txt)$ ]]; then  # keep every line here, add the new ones
+      touch "$here"
+      new=$(grep -Fxv -f "$here" "$tmp/$f" || true)
+      [ -z "$new" ] || printf '%s\n' "$new" >> "$here"
+      [[ "$f" == */records.jsonl && -n "$new" ]] && added=$((added + $(printf '%s\n' "$new" | wc -l)))
     elif [ ! -e "$here" ]; then
-      [[ "$f" == */records.jsonl ]] && added=$((added + $(grep -c . "$tmp/$f" || true)))
       cp "$tmp/$f" "$here"
     fi
   done < <(find "$tmp" -type f -print0)
