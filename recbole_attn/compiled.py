@@ -8,8 +8,8 @@ compiled version: weights, ``state_dict`` keys and checkpoints are unchanged. In
 ``fallback_random`` is switched on (process-wide), so compiled dropout draws its masks from
 torch's generator as eager does and a seed gives the eager run's numbers up to the order of
 float sums (inductor's own generator would draw other masks). Off by default: on a CPU it
-measured faster on AttRec and AttnDIN, slower on SASRec and ATRank, even on
-NOVABERT (docs/speed.md).
+measured faster on AttRec and AttnDIN, slower on SASRec and ATRank, and mixed on NOVABERT
+(compiled / eager: 0.89 through the runner, 1.10 in the plain loop; docs/speed.md).
 """
 
 from __future__ import annotations
