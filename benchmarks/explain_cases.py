@@ -2,13 +2,15 @@
 
     OMP_NUM_THREADS=1 python benchmarks/explain_cases.py [--user 1] [--k 5]
     OMP_NUM_THREADS=1 python benchmarks/explain_cases.py --epochs 1 [--model-epochs AttRec=3]
+    OMP_NUM_THREADS=1 python benchmarks/explain_cases.py --jobs 2   # two trainings at a time (2 cores)
 
 Trains each model on ml-100k with the README's command, one run at a time: by default
 exactly ``python run_recbole_attn.py --model=M --dataset=ml-100k`` (the model's own
 configuration, early stopping on the validation metric); with ``--epochs`` the CPU preset
 of its kind for that fixed budget instead (minutes, not converged). PRM re-ranks the
 AttRec trained here. A rerun reuses the finished checkpoints under ``--checkpoints``, so
-an interrupted run goes on where it stopped. Then ``recbole-attn explain`` writes the JSON
+an interrupted run goes on where it stopped. ``--jobs N`` trains N models at a time (PRM once
+its AttRec is trained), each training's output in ``<checkpoints>/<Model>/.../train.out``. Then ``recbole-attn explain`` writes the JSON
 and PNGs under docs/img/explain/ and this script writes docs/explain.md around them.
 """
 
@@ -19,6 +21,7 @@ import json
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,11 +39,13 @@ MODELS = {  # model -> preset (README: benchmarks/presets/cpu-*.yaml)
 ORDER = ["AttRec", "AttnDIN", "AttnDIEN", "BST", "ATRank", "NOVABERT", "AttnBERT4Rec", "PRM"]  # PRM after its ranker
 
 
-def train(model: str, epochs: int | None, ckpt: Path, ranker: Path | None = None) -> tuple[Path, str, str]:
+def train(model: str, epochs: int | None, ckpt: Path, ranker: Path | None = None,
+          quiet: bool = False) -> tuple[Path, str, str]:
     """Train ``model`` unless its folder holds a checkpoint; (checkpoint, its budget in words, the command).
 
     ``epochs`` None: the README's command as it is; else the CPU preset for ``epochs`` epochs.
-    ``ranker``: PRM's ranker checkpoint (the AttRec trained by this run).
+    ``ranker``: PRM's ranker checkpoint (the AttRec trained by this run). ``quiet``: the
+    training's output goes to ``train.out`` in its folder (trainings run side by side).
     """
     from recbole_attn.trainer import load_checkpoint
 
@@ -54,7 +59,12 @@ def train(model: str, epochs: int | None, ckpt: Path, ranker: Path | None = None
         cmd += [f"ranker_checkpoint={ranker}", "trust_checkpoint=True"]
     last = sorted(folder.glob("*-last.pth"))  # an unfinished training: resumed where it stopped
     if last or not list(folder.glob(f"{model}-*.pth")):
-        subprocess.run([sys.executable, *cmd[1:], *[f"--resume={p}" for p in last[-1:]]], cwd=REPO, check=True)
+        run = [sys.executable, *cmd[1:], *[f"--resume={p}" for p in last[-1:]]]
+        if quiet:
+            with open(folder / "train.out", "a") as log:
+                subprocess.run(run, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
+        else:
+            subprocess.run(run, cwd=REPO, check=True)
     shown = [c if not c.startswith(("checkpoint_dir=", "ranker_checkpoint=")) else c.split("=")[0] + "=..." for c in cmd]
     path = newest(folder)
     saved = load_checkpoint(str(path), map_location="cpu")
@@ -88,27 +98,41 @@ def main() -> int:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--checkpoints", default="saved/explain", help="where the trained checkpoints go")
     p.add_argument("--models", default=",".join(ORDER))
+    p.add_argument("--jobs", type=int, default=1, help="trainings at a time (one torch thread each: OMP_NUM_THREADS=1)")
     args = p.parse_args()
     out = REPO / "docs" / "img" / "explain"
     ckpt = (REPO / args.checkpoints).resolve()
     per_model = {m: int(n) for m, n in (kv.split("=") for kv in args.model_epochs.split(",") if kv)}
     if per_model and args.epochs is None:
         p.error("--model-epochs needs --epochs (the fixed-budget mode)")
-    sections, fixed, paths = [], args.epochs is not None, {}
+    sections, fixed = [], args.epochs is not None
     models = [m for m in ORDER if m in args.models.split(",")]
     if "PRM" in models and "AttRec" not in models:
         p.error("PRM re-ranks the AttRec of this run: name AttRec in --models too")
+    trained = train_all(models, args.jobs, lambda m, ranker: train(
+        m, per_model.get(m, args.epochs), ckpt, ranker, quiet=args.jobs > 1))
     for model in models:
-        path, trained, command = train(model, per_model.get(model, args.epochs), ckpt, paths.get("AttRec"))
-        paths[model] = path
+        path, budget_words, command = trained[model]
         subprocess.run([sys.executable, "-m", "recbole_attn.cli", "explain", str(path), "--user", args.user,
                         "--k", str(args.k), "--out", str(out), "--held-out"], cwd=REPO, check=True)
         result = json.loads((out / f"{model}-user{args.user}.json").read_text())
-        sections.append(section(result, command, trained))
+        sections.append(section(result, command, budget_words))
     this = "OMP_NUM_THREADS=1 python benchmarks/explain_cases.py" + (f" --epochs {args.epochs}" if fixed else "")
     this += f" --user {args.user} --k {args.k}" + (f" --model-epochs {args.model_epochs}" if args.model_epochs else "")
+    this += "" if models == ORDER else f" --models {','.join(models)}"
     (REPO / "docs" / "explain.md").write_text(page(this, args, sections, fixed))
     return 0
+
+
+def train_all(models: list[str], jobs: int, train_one) -> dict[str, tuple[Path, str, str]]:
+    """``train_one(model, ranker)`` for every model, ``jobs`` at a time; PRM's ranker is the
+    AttRec checkpoint, so PRM starts once AttRec's training has ended. A failed training
+    raises when its result is read. Returns model -> ``train_one``'s result."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {m: pool.submit(train_one, m, None) for m in models if m != "PRM"}
+        if "PRM" in models:  # waits in its own worker; AttRec was submitted first
+            futures["PRM"] = pool.submit(lambda: train_one("PRM", futures["AttRec"].result()[0]))
+        return {m: futures[m].result() for m in models}
 
 
 def _name(entry: dict) -> str:
