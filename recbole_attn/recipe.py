@@ -74,7 +74,9 @@ class RecipeMixin:
     - ``learner: adamw``: ``torch.optim.AdamW`` (decoupled decay ``weight_decay``, epsilon
       ``adamw_epsilon``) with no decay on the parameter kinds in ``weight_decay_exclude``
       (BERT4Rec's ``AdamWeightDecayOptimizer`` excludes LayerNorm and bias). Torch's AdamW
-      corrects the moment bias, BERT's optimizer does not. Other learners: RecBole's.
+      corrects the moment bias, BERT's optimizer does not.
+    - ``learner: adagrad``: RecBole's Adagrad plus ``adagrad_initial_accumulator`` (AttRec's
+      code starts it at 0.05). Other learners: RecBole's.
     - ``lr_scheduler`` with ``warmup_steps``: the learning rate times ``lr_factor`` of the
       number of optimizer steps done, over ``epochs`` x batches per epoch steps; stepped by
       an optimizer step hook, so RecBole's ``_train_epoch`` runs unchanged.
@@ -99,6 +101,13 @@ class RecipeMixin:
 
     def _build_optimizer(self, **kwargs):
         learner = kwargs.get("learner", self.learner)
+        if str(learner).lower() == "adagrad" and "params" not in kwargs:
+            return optim.Adagrad(
+                self.model.parameters(),
+                lr=kwargs.get("learning_rate", self.learning_rate),
+                weight_decay=kwargs.get("weight_decay", self.weight_decay) or 0.0,
+                initial_accumulator_value=self.config["adagrad_initial_accumulator"] or 0.0,
+            )
         if str(learner).lower() != "adamw" or "params" in kwargs:
             return super()._build_optimizer(**kwargs)
         excluded = list(self.config["weight_decay_exclude"] or [])

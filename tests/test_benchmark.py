@@ -118,6 +118,13 @@ def test_resume_skips_recorded_runs_and_label_names_the_row(tmp_path):
     assert record["config_files"] == ["tests/fixtures/tiny.yaml"]  # relative to the repository
     assert benchmark_main([*args[:-1], "score_mode=dist"]) == 0  # other options: a new run
     assert len(_records(tmp_path)) == 2
+    # a record marked superseded (its model changed since) is run again by --resume
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    first = {**json.loads(lines[0]), "superseded": "a fix"}
+    (tmp_path / "records.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    assert benchmark_main(args) == 0
+    again = [r for r in _records(tmp_path) if r["label"] == "AttRec-inner" and r["config"]["score_mode"] == "inner"]
+    assert [bool(r.get("superseded")) for r in again] == [True, False]
     with pytest.raises(SystemExit):
         benchmark_main(["--models", "AttRec,SASRec", "--label", "x", "--out", str(tmp_path), *TINY])
 

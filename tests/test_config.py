@@ -21,7 +21,8 @@ from conftest import REPO, tiny_config
 
 def test_plugin_yaml_is_loaded_on_top_of_recboles_defaults():
     config = Config(model="AttRec", dataset="tiny", config_dict={"data_path": tiny_config()["data_path"]})
-    assert config["embedding_size"] == 100  # our AttRec.yaml
+    assert config["embedding_size"] == 150  # our AttRec.yaml (RecBole: 64)
+    assert config["learner"] == "adagrad" and config["learning_rate"] == 0.05  # ours over RecBole's adam, 0.001
     assert config["seq_window"] == 5
     assert config["eval_args"]["split"] == {"LS": "valid_and_test"}  # RecBole's sequential preset
     assert config["train_neg_sample_args"]["sample_num"] == 1  # ours, over RecBole's `~`

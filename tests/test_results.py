@@ -132,6 +132,12 @@ def test_results_page_says_how_much_of_the_grid_is_recorded(records_dir, tmp_pat
     assert "`../grid/grid.txt` (4 runs): **1 of 4 recorded**; not yet recorded (table/row: seeds):" in text
     assert "- ml-100k/SASRec: 2, 3\n- ml-100k-ctr/DIN: 1\n" in text  # a failed run is not recorded
     assert "| no row Caser recorded yet (the grid is partial) |" in text  # a claim's row may come later
+    # a run of a model fixed since (superseded) does not count: the job has to run again
+    seed1 = grid / "ml-100k/SASRec/seed1" / "records.jsonl"
+    seed1.write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": "ok", "superseded": "a fix"}) + "\n")
+    assert report_main([str(records_dir), "--results", str(doc)]) == 0
+    assert "(4 runs): **0 of 4 recorded**" in doc.read_text()
+    seed1.write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": "ok"}) + "\n")
     (grid / "grid.txt").write_text("ml-100k/SASRec/seed1\n")
     assert report_main([str(records_dir), "--results", str(doc)]) == 0
     text = doc.read_text()

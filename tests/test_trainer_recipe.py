@@ -87,6 +87,18 @@ def test_default_recipe_is_recboles_adam_at_constant_rate(tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == 0.001
 
 
+@pytest.mark.parametrize("name", ["AttRec", "SASRec"])
+def test_adagrad_starts_from_the_configured_accumulator(name, tmp_path):
+    trainer, _, _ = trainer_for(name, tmp_path, learner="adagrad", learning_rate=0.05,
+                                adagrad_initial_accumulator=0.05, weight_decay=0.0)
+    assert type(trainer.optimizer) is torch.optim.Adagrad
+    assert trainer.optimizer.defaults["initial_accumulator_value"] == 0.05
+    p = next(trainer.model.parameters())
+    assert torch.all(trainer.optimizer.state[p]["sum"] == 0.05)
+    default, _, _ = trainer_for(name, tmp_path, learner="adagrad")  # RecBole's: 0
+    assert default.optimizer.defaults["initial_accumulator_value"] == 0.0
+
+
 # ---------------------------------------------------------------- decay
 
 

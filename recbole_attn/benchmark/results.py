@@ -137,14 +137,16 @@ def overview(tables: dict[str, list[dict]]) -> list[str]:
 def grid_progress(root: Path, doc: Path) -> tuple[list[str], bool]:
     """The page's "Grid progress" lines for every ``grid.txt`` under ``root``, and whether a
     run of a grid is missing. A job (``TABLE/ROW/seedS``) is recorded when
-    ``<grid folder>/<job>/records.jsonl`` holds a run with status ok."""
+    ``<grid folder>/<job>/records.jsonl`` holds a run with status ok that no later fix of its
+    model superseded."""
     lines, partial = [], False
     for grid in sorted(root.rglob(GRID_FILE)):
         names = [line.split()[0] for line in grid.read_text().splitlines() if line.strip()]
         missing: dict[str, list[str]] = defaultdict(list)
         for name in names:
             found = grid.parent / name / "records.jsonl"
-            if not (found.is_file() and any(r.get("status") == "ok" for r in read_records(found))):
+            if not (found.is_file() and any(r.get("status") == "ok" and not r.get("superseded")
+                                            for r in read_records(found))):
                 row, _, seed = name.rpartition("/")
                 missing[row].append(seed.removeprefix("seed"))
         done = len(names) - sum(map(len, missing.values()))

@@ -298,7 +298,8 @@ def run_benchmark(
     ``overrides`` are ``--key=value`` strings, given to every run's command line (a relative
     ``--data_path`` is read from the current folder, and recorded as given, so the record's
     command works from the same folder on another machine). With
-    ``resume``, runs that already have a successful record with the same options are skipped.
+    ``resume``, runs that already have a successful record with the same options are skipped
+    (not one marked ``superseded``: its model changed since).
     ``ranker``: the models are re-rankers (PRM) of this ranker's lists, see ``train_one``;
     ``ranker_control``: their records also hold the ranker retrained on train + validation.
     """
@@ -322,7 +323,8 @@ def run_benchmark(
     child_overrides = [_absolute_data_path(o) for o in overrides or []]  # the child runs in out_dir
     done = set()
     if resume and records_file.is_file():
-        done = {key("", 0, r) for r in read_records(records_file) if r.get("status") == "ok"}
+        # a superseded record ran a model that a later fix changed: run it again
+        done = {key("", 0, r) for r in read_records(records_file) if r.get("status") == "ok" and not r.get("superseded")}
     runs = [(m, s) for m in models for s in seeds if key(m, s) not in done]
     bar = tqdm(runs, desc="benchmark", disable=not show_progress, ncols=100)
     for model, seed in bar:

@@ -145,8 +145,11 @@ def _attrec(model, batch):
     scores, rec = _predict(model, batch)
     items, mask = model.last_window(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
     w = rec.last(model).unsqueeze(1)  # [B, 1, L, L]
-    return scores, [AttentionMap("short-term self-attention", "keys", w, ["window"], items, mask, True,
-                                 "rows: queries; the diagonal is masked; m is the mean of the attended rows")]
+    after = model.diagonal_mask == "after_softmax"  # code: w_ii zeroed after the softmax, rows sum below 1
+    note = ("rows: queries; each item's weight on itself is zeroed after the softmax (rows sum to less than 1)"
+            if after else "rows: queries; the diagonal is masked before the softmax")
+    return scores, [AttentionMap("short-term self-attention", "keys", w, ["window"], items, mask, not after,
+                                 note + "; m is the mean of the attended rows")]
 
 
 def _prm(model, batch):

@@ -4,22 +4,47 @@ Paper: Shuai Zhang, Yi Tay, Lina Yao, Aixin Sun. "Next Item Recommendation with
 Self-Attention", arXiv 1808.06414 (2018); also published as "Next Item Recommendation
 with Self-Attentive Metric Learning", AAAI 2019.
 
-Deviations from the paper:
+Reference code: the first author's DeepRec, github.com/cheungdaven/DeepRec @ 68a34cb,
+``models/seq_rec/AttRec.py`` (``_distance_self_attention``, run by ``test/testSeqRec.py``
+with the constructor's defaults). Defaults follow that code; the paper's variants are
+options:
 
-- Training targets: the paper trains on the T next items after each window of L items.
+- d = 150 (``build_network``'s num_factor), w = 0.2 (``self.alpha``), margin 0.5, L = 5.
+- ``diagonal_mask: after_softmax``: the code takes the softmax over the window, then sets
+  each item's weight on itself to 0 without renormalising; ``before_softmax`` masks it
+  before the softmax (rows sum to 1).
+- ``clip_norm: False``: the code defines the unit-ball clipping of U, V and X but never
+  runs it (the ops are commented out of the training step); True = the paper's clipping.
+- ``embedding_init: code``: U, V, X ~ truncated normal, std 0.001; W Xavier.
+- The code's objective: the hinge loss summed over the batch (``loss_reduction: sum``)
+  plus 0.001 x l2_loss of the whole U, V and X tables (``reg_weight``) and 0.01 x
+  l2_loss(W) (``attention_reg_weight``); Adagrad, learning rate 0.05, accumulator 0.05
+  (``learner: adagrad``, ``adagrad_initial_accumulator``); 1000 windows per batch.
+  ml-100k, ``benchmarks/presets/ref-ml-100k.yaml`` (early stopping), seed 1: test NDCG@10
+  0.0292 with our earlier settings (Adam 0.001, mean loss, no L2, normal std 1/sqrt(d),
+  d = 100, w = 0.3, clipping, diagonal masked before the softmax), 0.0469 with the code's.
+
+Deviations from the code:
+
+- Training targets: the code trains on the T = 3 next items after each window of L items.
   RecBole's sequential pipeline augments every prefix of a user's training sequence into
   one (history, next item) example, so every training item is a target of the window
-  before it, one target per example (T = 1 per example, all targets covered).
-- Unit-ball clipping is applied in the forward pass as a differentiable projection
-  ``e * min(1, 1/||e||)`` of every embedding that is read, so ``predict`` and
-  ``full_sort_predict`` see the same clipped vectors; the paper clips the stored rows
-  after each update.
-- The hinge loss is averaged over the batch instead of summed (a learning-rate scale);
-  the paper's L2 term on all parameters is RecBole's ``weight_decay`` option.
-- A window with a single real item has nothing to attend to once the diagonal is masked;
-  that item then attends to itself (the paper does not say).
+  before it, one target per example (T = 1 per example, all targets covered); a batch of
+  1000 examples holds 1000 targets where the code's holds 3000.
+- Short histories: the code attends over padding rows of its embedding table; here padded
+  positions get no weight and m averages the real positions only. A window with a single
+  real item then has nothing left to attend to (m = 0 with ``after_softmax``; with
+  ``before_softmax`` that item attends to itself).
+- The code builds a second user table (its ``V``: regularised, never scored) and item
+  tables ``A``, ``W`` and ``b`` that no score reads; they are left out (no effect).
+- With ``clip_norm: True``, clipping is a differentiable projection ``e * min(1, 1/||e||)``
+  of every embedding read in the forward pass, so ``predict`` and ``full_sort_predict`` see
+  the same clipped vectors; the paper clips the stored rows after each update.
+- Timing signal: sin and cos interleaved over the channels, timescales 10000^(2i/d); the
+  code puts the sines before the cosines with timescales from 1 to 10^4 (the same signals,
+  permuted channels, slightly different frequencies).
 - ``score_mode: inner`` (inner products, BPR loss) is the paper's dot-product variant
-  in its ablation; ``dist`` is the model of the paper.
+  in its ablation; ``dist`` is the model of the paper and the code.
 
 Evaluation note: RecBole's sequential protocol ranks all items, the ones already in the
 user's history included. The long-term term pulls U_u towards every item the user
@@ -42,6 +67,8 @@ from recbole_attn.errors import ConfigError
 from recbole_attn.explain import capture
 
 SCORE_MODES = ("dist", "inner")
+DIAGONAL_MASKS = ("after_softmax", "before_softmax")
+EMBEDDING_INITS = ("code", "scaled")
 
 
 def timing_signal(length: int, dim: int) -> torch.Tensor:
@@ -67,7 +94,8 @@ class AttRec(SequentialRecommender):
 
     - Query/key projection with a shared ReLU layer, timing signal added to queries and
       keys only: Q' = ReLU((X + TE) W), K' = Q' -> ``forward``.
-    - Affinity s = softmax(Q' K'^T / sqrt(d)), diagonal and padding masked; output
+    - Affinity s = softmax(Q' K'^T / sqrt(d)) over the real items, the diagonal zeroed
+      (after the softmax as the code, or before: ``diagonal_mask``); output
       a = s X (values are the raw sequence embeddings); short-term intent
       m = mean over the window of a -> ``forward``.
     - Score y(u, i) = w ||U_u - V_i||^2 + (1 - w) ||m - X_i||^2 (smaller is better;
@@ -95,6 +123,16 @@ class AttRec(SequentialRecommender):
         self.score_mode: str = config["score_mode"]
         self.use_timing_signal: bool = config["use_timing_signal"]
         self.clip_norm: bool = config["clip_norm"]
+        self.diagonal_mask: str = config["diagonal_mask"]
+        self.embedding_init: str = config["embedding_init"]
+        self.loss_reduction: str = config["loss_reduction"]
+        self.reg_weight: float = config["reg_weight"]
+        self.attention_reg_weight: float = config["attention_reg_weight"]
+        for key, value, allowed in (("diagonal_mask", self.diagonal_mask, DIAGONAL_MASKS),
+                                    ("embedding_init", self.embedding_init, EMBEDDING_INITS),
+                                    ("loss_reduction", self.loss_reduction, ("sum", "mean"))):
+            if value not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
         if self.score_mode not in SCORE_MODES:
             raise ConfigError(
                 f"score_mode must be one of {', '.join(SCORE_MODES)}, got {self.score_mode!r}"
@@ -113,7 +151,11 @@ class AttRec(SequentialRecommender):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Embedding):
+        if isinstance(module, nn.Embedding) and self.embedding_init == "code":  # tf.truncated_normal(0.001)
+            nn.init.trunc_normal_(module.weight, std=0.001, a=-0.002, b=0.002)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=1.0 / math.sqrt(self.embedding_size))
             if module.padding_idx is not None:
                 nn.init.zeros_(module.weight[module.padding_idx])
@@ -143,9 +185,13 @@ class AttRec(SequentialRecommender):
         qk_in = x + self.timing if self.use_timing_signal else x
         qk = F.relu(self.query_key(qk_in))  # [B, L, d]
         affinity = qk @ qk.transpose(1, 2) / math.sqrt(self.embedding_size)  # [B, L, L]
-        allowed = mask.unsqueeze(1) & ~self.eye  # keys: real items, not the query itself
-        allowed = allowed | (self.eye & ~allowed.any(-1, keepdim=True))
-        attn = affinity.masked_fill(~allowed, float("-inf")).softmax(-1)
+        if self.diagonal_mask == "after_softmax":  # code: softmax over the real items, then w_ii = 0
+            attn = affinity.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
+            attn = attn.masked_fill(self.eye, 0.0)
+        else:  # keys: real items, not the query itself; a lone item attends to itself
+            allowed = mask.unsqueeze(1) & ~self.eye
+            allowed = allowed | (self.eye & ~allowed.any(-1, keepdim=True))
+            attn = affinity.masked_fill(~allowed, float("-inf")).softmax(-1)
         capture.record(self, attn)
         return attn, x, mask
 
@@ -184,8 +230,18 @@ class AttRec(SequentialRecommender):
         pos = self._score(user, m, interaction[self.POS_ITEM_ID])
         neg = self._score(user, m, interaction[self.NEG_ITEM_ID])
         if self.score_mode == "inner":
-            return -F.logsigmoid(pos - neg).mean()
-        return F.relu(neg - pos + self.margin).mean()
+            loss = -F.logsigmoid(pos - neg)
+        else:
+            loss = F.relu(neg - pos + self.margin)
+        loss = loss.sum() if self.loss_reduction == "sum" else loss.mean()
+        return loss + self.regulariser()
+
+    def regulariser(self) -> torch.Tensor:
+        """The code's L2 terms: reg_weight x (|U|^2 + |V|^2 + |X|^2) / 2 over the whole tables,
+        plus attention_reg_weight x |W|^2 / 2 (tf.nn.l2_loss and the dense layer's regulariser)."""
+        tables = (self.user_embedding.weight, self.item_embedding.weight, self.seq_item_embedding.weight)
+        reg = self.reg_weight * sum(t.pow(2).sum() for t in tables) / 2
+        return reg + self.attention_reg_weight * self.query_key.weight.pow(2).sum() / 2
 
     def predict(self, interaction) -> torch.Tensor:
         """Scores of the (user, history, item) rows: [B]."""
