@@ -134,7 +134,8 @@ def test_results_page_says_how_much_of_the_grid_is_recorded(records_dir, tmp_pat
     assert "| no row Caser recorded yet (the grid is partial) |" in text  # a claim's row may come later
     # a run of a model fixed since (superseded) does not count: the job has to run again
     seed1 = grid / "ml-100k/SASRec/seed1" / "records.jsonl"
-    seed1.write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": "ok", "superseded": "a fix"}) + "\n")
+    seed1.write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": "ok", "superseded": "a fix",
+                                 "git_sha": "0123456789abcdef"}) + "\n")
     assert report_main([str(records_dir), "--results", str(doc)]) == 0
     assert "(4 runs): **0 of 4 recorded**" in doc.read_text()
     seed1.write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": "ok"}) + "\n")
