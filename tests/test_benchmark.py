@@ -190,6 +190,14 @@ def test_reranker_variants_share_one_ranker_and_the_report_shows_its_initial_lis
     text = doc.read_text()
     assert "| SASRec + PRM | 2 |" in text and "| SASRec + PRM-noPV | 1 |" in text
     assert "| SASRec (initial list) | 2 |" in text  # once per ranker, not once per variant
+    # a ranker fixed since: its superseded records' initial lists get their own row
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    old = [json.dumps({**json.loads(line), "superseded": "a fix", "git_sha": "0123456789abcdef"}) for line in lines]
+    (tmp_path / "records.jsonl").write_text("\n".join([*lines, *old]) + "\n")
+    assert report_main([str(tmp_path), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| SASRec (initial list) | 2 |" in text and "| SASRec (initial list, before fix) | 2 |" in text
+    assert "| SASRec + PRM (before fix) | 2 |" in text
     assert "--models PRM --dataset tiny --seeds 1 --config_files" in text and "--ranker SASRec" in text
     with pytest.raises(SystemExit):
         benchmark_main(["--models", "SASRec", "--ranker", "SASRec", "--out", str(tmp_path), *TINY])

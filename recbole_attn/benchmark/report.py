@@ -86,7 +86,8 @@ def initial_lists(records: list[dict]) -> list[dict]:
     list (each record's ``initial_test``, measured by the re-ranker's evaluator) and, for
     records of ``--ranker_control``, the control (``control_run``: the ranker retrained on
     train + the validation-point rows the re-ranker learns from, on the re-ranker's
-    metrics), row ``<ranker> (train + validation)``. The command beside each row stays the
+    metrics), row ``<ranker> (train + validation)``; a superseded record's rows say so
+    (``<ranker> (initial list, before fix)``). The command beside each row stays the
     re-ranking run's, which reproduces it."""
     out, seen = [], set()
     for r in records:
@@ -99,6 +100,8 @@ def initial_lists(records: list[dict]) -> list[dict]:
         ):
             if not ranker_run:
                 continue
+            if r.get("superseded"):  # a ranker or re-ranker fixed since: its own row, as summary.label
+                name += f", {r.get('superseded_tag') or 'before fix'}"
             key = (r["dataset"], json.dumps(r.get("config_files")), ranker_run["model"], ranker_run["options_sha1"],
                    r["seed"], name)
             if key in seen:
