@@ -72,6 +72,7 @@ from recbole_attn.explain import capture
 SCORE_MODES = ("dist", "inner")
 DIAGONAL_MASKS = ("after_softmax", "before_softmax")
 EMBEDDING_INITS = ("code", "scaled")
+LOSS_REDUCTIONS = ("sum", "mean")
 
 
 def timing_signal(length: int, dim: int) -> torch.Tensor:
@@ -131,15 +132,10 @@ class AttRec(SequentialRecommender):
         self.loss_reduction: str = config["loss_reduction"]
         self.reg_weight: float = config["reg_weight"]
         self.attention_reg_weight: float = config["attention_reg_weight"]
-        for key, value, allowed in (("diagonal_mask", self.diagonal_mask, DIAGONAL_MASKS),
-                                    ("embedding_init", self.embedding_init, EMBEDDING_INITS),
-                                    ("loss_reduction", self.loss_reduction, ("sum", "mean"))):
-            if value not in allowed:
-                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.score_mode not in SCORE_MODES:
-            raise ConfigError(
-                f"score_mode must be one of {', '.join(SCORE_MODES)}, got {self.score_mode!r}"
-            )
+        for key, allowed in (("score_mode", SCORE_MODES), ("diagonal_mask", DIAGONAL_MASKS),
+                             ("embedding_init", EMBEDDING_INITS), ("loss_reduction", LOSS_REDUCTIONS)):
+            if config[key] not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {config[key]!r}")
         if self.seq_window < 1:
             raise ConfigError(f"seq_window must be >= 1, got {self.seq_window}")
 
@@ -154,12 +150,11 @@ class AttRec(SequentialRecommender):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Embedding) and self.embedding_init == "code":  # tf.truncated_normal(0.001)
-            nn.init.trunc_normal_(module.weight, std=0.001, a=-0.002, b=0.002)
-            if module.padding_idx is not None:
-                nn.init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=1.0 / math.sqrt(self.embedding_size))
+        if isinstance(module, nn.Embedding):
+            if self.embedding_init == "code":  # tf.truncated_normal(stddev=0.001): cut at 2 std
+                nn.init.trunc_normal_(module.weight, std=0.001, a=-0.002, b=0.002)
+            else:
+                nn.init.normal_(module.weight, std=1.0 / math.sqrt(self.embedding_size))
             if module.padding_idx is not None:
                 nn.init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, nn.Linear):
