@@ -296,6 +296,8 @@ class FeatureTableEmbedding(nn.Module):
             float field of that table.
         source: ``"item"`` or ``"user"``.
         include_id: put the id embedding first.
+        key: the config key that names ``fields``, for error messages (default
+            ``item_fields`` / ``user_fields``).
 
     Raises:
         ConfigError: a field that is not a loaded feature of the table (message names it,
@@ -306,7 +308,15 @@ class FeatureTableEmbedding(nn.Module):
 
     SUPPORTED = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT)
 
-    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None, source: str = "item", include_id: bool = True):
+    def __init__(
+        self,
+        dataset,
+        embedding_size: int,
+        fields: Sequence[str] | None,
+        source: str = "item",
+        include_id: bool = True,
+        key: str | None = None,
+    ):
         super().__init__()
         if source not in ("item", "user"):
             raise ValueError(f"source must be 'item' or 'user', got {source!r}")
@@ -326,12 +336,12 @@ class FeatureTableEmbedding(nn.Module):
                     f"{source} feature field '{field}' is not in dataset '{dataset.dataset_name}' "
                     f"(loaded {source} features: {', '.join(available) or 'none'}). Fix: add it to "
                     f"load_col: {{{source}: [{id_field}, {field}, ...]}} if the .{source} file has it, "
-                    f"or remove it from {source}_fields."
+                    f"or remove it from {key or source + '_fields'}."
                 )
             if dataset.field2type[field] not in self.SUPPORTED:
                 raise ConfigError(
                     f"{source} feature field '{field}' has type {dataset.field2type[field].value}; "
-                    "supported: token, token_seq, float"
+                    f"supported: token, token_seq, float. Fix: remove it from {key or source + '_fields'}."
                 )
         self.source, self.id_field, self.fields = source, id_field, fields
         self.include_id = include_id
@@ -393,8 +403,8 @@ class ItemFeatureEmbedding(FeatureTableEmbedding):
     ``item_fields=None`` uses every loaded item feature.
     """
 
-    def __init__(self, dataset, embedding_size: int, item_fields: Sequence[str] | None):
-        super().__init__(dataset, embedding_size, item_fields, source="item", include_id=True)
+    def __init__(self, dataset, embedding_size: int, item_fields: Sequence[str] | None, key: str = "item_fields"):
+        super().__init__(dataset, embedding_size, item_fields, source="item", include_id=True, key=key)
 
 
 class UserFeatureEmbedding(FeatureTableEmbedding):

@@ -210,6 +210,24 @@ def test_save_load_gives_identical_scores(ranker):
         assert torch.equal(loaded.full_sort_predict(batch), scores)
 
 
+def test_a_checkpoint_with_the_earlier_item_feature_keys_loads_the_same_weights(ranker):
+    _, model, *_ = build_prm(ranker)
+    state = model.state_dict()
+    renamed = {"item_embedding.id_embedding.weight": "item_embedding.weight",
+               "item_embedding.embeddings.category.weight": "field_embeddings.category.weight"}
+    assert set(renamed) <= set(state)
+    old = {renamed.get(k, k): v for k, v in state.items()}  # the keys PRM wrote before
+    _, fresh, *_ = build_prm(ranker, seed=7)
+    assert not torch.equal(fresh.state_dict()["item_embedding.id_embedding.weight"], state[next(iter(renamed))])
+    fresh.load_state_dict(old)  # strict: no key missing or left over
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+
+
+def test_an_item_feature_field_that_is_not_loaded_is_named_with_its_key(ranker):
+    with pytest.raises(ConfigError, match=r"item_feature_fields"):
+        build_prm(ranker, item_feature_fields=["no_such_field"])
+
+
 def test_same_seed_same_numbers(ranker):
     results = []
     for _ in range(2):

@@ -26,8 +26,11 @@ from conftest import FIXTURES, REPO, TINY_YAML, tiny_config, train_tiny
 
 EPOCHS = 3
 # The child pauses after the first -last.pth is written, until the test's signal arrives.
+# It takes Ctrl-C's default handler: a shell starts background jobs with SIGINT ignored,
+# and the test must not depend on how pytest itself was started.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from recbole_attn.trainer import CheckpointMixin
 save = CheckpointMixin._save_last_checkpoint
 def save_then_wait(self, *args, **kwargs):

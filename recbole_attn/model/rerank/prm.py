@@ -66,10 +66,11 @@ from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
-from recbole.utils import FeatureType, InputType
+from recbole.utils import InputType
 
 from recbole_attn.data.rerank import topk_lists
 from recbole_attn.errors import ConfigError
+from recbole_attn.layers import ItemFeatureEmbedding
 from recbole_attn.model.rerank.prm_trainer import PRMTrainer
 from recbole_attn.model.rerank.ranker import load_ranker, personal_vector_mode, probe_batch
 
@@ -126,20 +127,12 @@ class PRM(SequentialRecommender):
             raise ConfigError(f"n_heads={self.n_heads} must divide hidden_size={self.hidden_size}")
         self.rerank = True  # False: full_sort_predict returns the initial (ranker's) order
 
-        # Item features x_i: id embedding + item fields.
-        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size, padding_idx=0)
-        self.feature_fields = self._item_fields(config, dataset)
-        self.field_embeddings = nn.ModuleDict()
-        for field in self.feature_fields:
-            values = dataset.item_feat[field]
-            self.register_buffer(f"feat_{field}", values.clone(), persistent=False)
-            if dataset.field2type[field] == FeatureType.FLOAT:
-                self.field_embeddings[field] = nn.Linear(1, self.embedding_size)
-            else:
-                self.field_embeddings[field] = nn.Embedding(
-                    dataset.num(field), self.embedding_size, padding_idx=0
-                )
-        feature_dim = self.embedding_size * (1 + len(self.feature_fields))
+        # Item features x_i: id embedding (+) item fields (token, token_seq mean-pooled, float).
+        self.item_embedding = ItemFeatureEmbedding(
+            dataset, self.embedding_size, config["item_feature_fields"], key="item_feature_fields"
+        )
+        self.feature_fields: list[str] = self.item_embedding.fields
+        feature_dim = self.item_embedding.out_dim
 
         # The ranker (loaded after _init_weights so its weights stay the checkpoint's).
         ranker = load_ranker(config, dataset, type(self).__name__, self.n_items)
@@ -194,27 +187,16 @@ class PRM(SequentialRecommender):
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.zero_()
 
-    def _item_fields(self, config, dataset) -> list[str]:
-        """Item fields used as features: ``item_feature_fields``, or all usable ones when None."""
-        usable = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT)
-        columns = [] if dataset.item_feat is None else dataset.item_feat.columns
-        loaded = [f for f in columns if f != self.ITEM_ID]
-        wanted = config["item_feature_fields"]
-        if wanted is None:
-            return [f for f in loaded if dataset.field2type[f] in usable]
-        missing = [f for f in wanted if f not in loaded]
-        if missing:
-            raise ConfigError(
-                f"item_feature_fields {missing} are not loaded item fields of dataset "
-                f"'{config['dataset']}' (loaded: {loaded or 'none'}). Load them (load_col item) "
-                "or set item_feature_fields to a subset, [] for none."
-            )
-        bad = [f for f in wanted if dataset.field2type[f] not in usable]
-        if bad:
-            raise ConfigError(
-                f"item_feature_fields {bad}: only token, token_seq and float fields are supported"
-            )
-        return list(wanted)
+    # checkpoints written before the item features used ``layers.ItemFeatureEmbedding``
+    _OLD_KEYS = (("item_embedding.weight", "item_embedding.id_embedding.weight"),
+                 ("field_embeddings.", "item_embedding.embeddings."))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Reads the earlier key names of the item-feature tables too."""
+        for old, new in self._OLD_KEYS:
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True):
         """Train/eval mode for PRM; the frozen ranker always stays in eval mode."""
@@ -257,17 +239,7 @@ class PRM(SequentialRecommender):
 
     def item_features(self, items: torch.Tensor) -> torch.Tensor:
         """x_i: id embedding and item-field embeddings, concatenated: [B, K] -> [B, K, D_x]."""
-        parts = [self.item_embedding(items)]
-        for field, layer in self.field_embeddings.items():
-            values = getattr(self, f"feat_{field}")[items]
-            if isinstance(layer, nn.Linear):  # float: [B, K] or [B, K, 1]
-                parts.append(layer(values.float().reshape(*items.shape, -1)[..., :1]))
-            elif values.dim() == items.dim():  # token
-                parts.append(layer(values))
-            else:  # token_seq [B, K, S]: mean over its real tokens
-                real = (values != 0).unsqueeze(-1).float()
-                parts.append((layer(values) * real).sum(-2) / real.sum(-2).clamp(min=1.0))
-        return torch.cat(parts, dim=-1)
+        return self.item_embedding(items)
 
     # ----------------------------------------------------------------- model
     def forward(
