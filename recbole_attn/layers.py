@@ -324,6 +324,7 @@ class FeatureTableEmbedding(nn.Module):
         if id_field is None:
             raise ConfigError(f"the dataset has no {source} id field; set {source.upper()}_ID_FIELD")
         feat_source = FeatureSource.ITEM if source == "item" else FeatureSource.USER
+        key = key or f"{source}_fields"
         available = [
             f for f, s in dataset.field2source.items() if s == feat_source and f != id_field
         ]
@@ -336,12 +337,12 @@ class FeatureTableEmbedding(nn.Module):
                     f"{source} feature field '{field}' is not in dataset '{dataset.dataset_name}' "
                     f"(loaded {source} features: {', '.join(available) or 'none'}). Fix: add it to "
                     f"load_col: {{{source}: [{id_field}, {field}, ...]}} if the .{source} file has it, "
-                    f"or remove it from {key or source + '_fields'}."
+                    f"or remove it from {key}."
                 )
             if dataset.field2type[field] not in self.SUPPORTED:
                 raise ConfigError(
                     f"{source} feature field '{field}' has type {dataset.field2type[field].value}; "
-                    f"supported: token, token_seq, float. Fix: remove it from {key or source + '_fields'}."
+                    f"supported: token, token_seq, float. Fix: remove it from {key}."
                 )
         self.source, self.id_field, self.fields = source, id_field, fields
         self.include_id = include_id
@@ -403,7 +404,7 @@ class ItemFeatureEmbedding(FeatureTableEmbedding):
     ``item_fields=None`` uses every loaded item feature.
     """
 
-    def __init__(self, dataset, embedding_size: int, item_fields: Sequence[str] | None, key: str = "item_fields"):
+    def __init__(self, dataset, embedding_size: int, item_fields: Sequence[str] | None, key: str | None = None):
         super().__init__(dataset, embedding_size, item_fields, source="item", include_id=True, key=key)
 
 

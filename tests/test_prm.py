@@ -223,9 +223,21 @@ def test_a_checkpoint_with_the_earlier_item_feature_keys_loads_the_same_weights(
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
 
 
-def test_an_item_feature_field_that_is_not_loaded_is_named_with_its_key(ranker):
-    with pytest.raises(ConfigError, match=r"item_feature_fields"):
-        build_prm(ranker, item_feature_fields=["no_such_field"])
+def test_an_item_feature_of_an_unsupported_type_is_named_with_prms_key(ranker, tmp_path):
+    from conftest import FIXTURES
+    from recbole_attn.config import Config
+    from recbole_attn.quick_start import prepare
+
+    folder = tmp_path / "vec"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "tiny" / "tiny.inter", folder / "vec.inter")
+    lines = ["item_id:token\tembedding:float_seq"] + [f"{i}\t{i * 0.1:.1f} 1.0" for i in range(1, 61)]
+    (folder / "vec.item").write_text("\n".join(lines) + "\n")
+    load_col = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "embedding"]}
+    message = r"'embedding' has type float_seq.*remove it from item_feature_fields"
+    cfg = tiny_config(**prm_config(ranker, load_col=load_col, data_path=str(tmp_path), item_feature_fields=["embedding"]))
+    with pytest.raises(ConfigError, match=message):  # raised by the embedding, before the ranker loads
+        prepare(Config(model="PRM", dataset="vec", config_dict=cfg), log=False, with_trainer=False)
 
 
 def test_same_seed_same_numbers(ranker):
