@@ -118,13 +118,18 @@ MLP_INPUT_NORMS = ("batch", "affine", "none")
 
 
 class RowBatchNorm(nn.BatchNorm1d):
-    """``nn.BatchNorm1d`` over the rows of [N, C] (batch statistics in training, running
-    statistics at inference); a training batch of one row uses the running statistics."""
+    """``nn.BatchNorm1d`` over the rows of [N, C] or [..., C], channels last (batch statistics
+    in training, running statistics at inference); a training batch of one row uses the
+    running statistics."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
         if self.training and x.shape[0] < 2:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
+            out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        else:
+            out = super().forward(x)
+        return out.view(shape)
 
 
 class ChannelAffine(nn.Module):
@@ -162,24 +167,41 @@ def mlp_input_norm(kind: str, num_features: int) -> nn.Module:
     raise ConfigError(f"unknown mlp_input_norm {kind!r}; choose one of {', '.join(MLP_INPUT_NORMS)}")
 
 
+MLP_HIDDEN_NORMS = ("none", "batch")
+
+
 class MLP(nn.Module):
-    """Linear -> activation -> Dropout for each hidden size.
+    """Linear -> [BatchNorm] -> activation -> Dropout for each hidden size.
 
     Args:
         in_dim: input width.
         hidden: hidden sizes; empty -> identity.
         activation: a name accepted by ``activation_layer``.
         dropout: dropout probability after each activation.
+        norm: one of ``MLP_HIDDEN_NORMS``: 'batch' puts a ``RowBatchNorm`` (with scale and
+            shift) between each Linear and its activation, as RecBole's
+            ``MLPLayers(bn=True)``; 'none': no normalisation.
+
+    Raises:
+        ConfigError: an unknown ``norm``; the message lists the choices.
 
     Shapes: [..., in_dim] -> [..., hidden[-1]]; ``out_dim`` is the output width.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], activation: str = "dice", dropout: float = 0.0):
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], activation: str = "dice", dropout: float = 0.0, norm: str = "none"
+    ):
         super().__init__()
+        norm = str(norm).lower()
+        if norm not in MLP_HIDDEN_NORMS:
+            raise ConfigError(f"unknown mlp_hidden_norm {norm!r}; choose one of {', '.join(MLP_HIDDEN_NORMS)}")
         layers: list[nn.Module] = []
         width = in_dim
         for size in hidden:
-            layers += [nn.Linear(width, size), activation_layer(activation, size), nn.Dropout(dropout)]
+            layers.append(nn.Linear(width, size))
+            if norm == "batch":
+                layers.append(RowBatchNorm(size))
+            layers += [activation_layer(activation, size), nn.Dropout(dropout)]
             width = size
         self.net = nn.Sequential(*layers)
         self.out_dim = width

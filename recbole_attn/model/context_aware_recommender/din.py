@@ -186,6 +186,7 @@ class AttnDIN(SequentialRecommender):
         self.pooled_projection: bool = config["pooled_projection"]
         self.mlp_product: bool = config["mlp_product"]
         self.mlp_input_norm: str = str(config["mlp_input_norm"]).lower()
+        self.mlp_hidden_norm: str = str(config["mlp_hidden_norm"]).lower()
         self.use_item_bias: bool = config["item_bias"]
         self.dropout_prob: float = config["dropout_prob"]
         self.reg_type: str = str(config["reg_type"]).lower()
@@ -209,7 +210,7 @@ class AttnDIN(SequentialRecommender):
         )
         self.mlp_in_dim = du + (3 if self.mlp_product else 2) * d
         self.mlp_norm = mlp_input_norm(self.mlp_input_norm, self.mlp_in_dim)
-        self.mlp = MLP(self.mlp_in_dim, self.mlp_hidden_size, self.activation, self.dropout_prob)
+        self.mlp = MLP(self.mlp_in_dim, self.mlp_hidden_size, self.activation, self.dropout_prob, self.mlp_hidden_norm)
         self.head = nn.Linear(self.mlp.out_dim, 1)
         self.item_bias = nn.Embedding(self.n_items, 1, padding_idx=0) if self.use_item_bias else None
         self.loss_fct = nn.BCEWithLogitsLoss()
