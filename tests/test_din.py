@@ -279,3 +279,29 @@ def test_mlp_input_norm_choices():
     assert isinstance(model.mlp_norm, torch.nn.Identity) and isinstance(model.interest, torch.nn.Identity)
     with pytest.raises(ConfigError, match="batch, affine, none"):
         din(mlp_input_norm="layer")
+
+
+def test_mlp_hidden_norm_batch_normalises_each_hidden_layer_and_keeps_the_invariants():
+    from recbole_attn.layers import RowBatchNorm
+
+    _, model, train_data, _, _ = din(mlp_hidden_norm="batch")
+    norms = [m for m in model.mlp.net if isinstance(m, RowBatchNorm)]
+    assert [n.num_features for n in norms] == [16, 8]  # one per hidden layer, with scale and shift
+    assert all(n.weight is not None for n in norms)
+    _, default, _, _, _ = din()
+    assert not any(isinstance(m, RowBatchNorm) for m in default.mlp.net)  # default: the code's MLP
+    batch = next(iter(train_data))
+    model.calculate_loss(batch).backward()  # one training step moves the running statistics
+    assert norms[0].num_batches_tracked == 1
+    model.eval()
+    noisy = scramble_padding(batch, item_id_list=lambda n: torch.randint(1, model.n_items, (n,)))
+    with torch.no_grad():
+        assert torch.allclose(model(batch), model(noisy), atol=1e-6)
+        alone = torch.cat([model.predict(batch[i : i + 1]) for i in range(4)])
+        assert torch.allclose(alone, model.predict(batch)[:4], atol=1e-6)
+        rows = batch[:2]
+        full = model.full_sort_predict(rows)
+        pick = rows["item_id"]
+        assert torch.allclose(full[torch.arange(2), pick], model.predict(rows), atol=1e-5)
+    with pytest.raises(ConfigError, match="mlp_hidden_norm"):
+        din(mlp_hidden_norm="layer")

@@ -78,6 +78,22 @@ def test_mlp_shapes():
     assert MLP(7, []).out_dim == 7
 
 
+def test_mlp_batch_norm_sits_between_each_linear_and_its_activation():
+    torch.manual_seed(0)
+    mlp = MLP(7, [5, 3], "relu", norm="batch")
+    kinds = [type(m).__name__ for m in mlp.net]
+    assert kinds == ["Linear", "RowBatchNorm", "ReLU", "Dropout"] * 2
+    x = torch.randn(4, 6, 7)
+    mlp.train()
+    hidden = mlp.net[1](mlp.net[0](x))  # channels last: statistics over all 24 rows
+    assert torch.allclose(hidden.reshape(-1, 5).mean(0), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(mlp(x), mlp(x.reshape(-1, 7)).reshape(4, 6, 3), atol=1e-6)
+    mlp.eval()  # running statistics: a row's output does not depend on the other rows
+    assert torch.allclose(mlp(x[:1, :1]).reshape(3), mlp(x)[0, 0], atol=1e-6)
+    with pytest.raises(ConfigError, match="mlp_hidden_norm 'layer'.*none, batch"):
+        MLP(7, [5], norm="layer")
+
+
 @pytest.mark.parametrize("softmax", [False, True])
 @pytest.mark.parametrize("training", [False, True])
 def test_target_attention_ignores_padded_positions(softmax, training):
