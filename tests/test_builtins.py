@@ -12,7 +12,6 @@ import ast
 import importlib
 import math
 import pkgutil
-import sys
 import warnings
 from pathlib import Path
 
