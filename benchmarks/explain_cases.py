@@ -12,6 +12,12 @@ AttRec trained here. A rerun reuses the finished checkpoints under ``--checkpoin
 an interrupted run goes on where it stopped. ``--jobs N`` trains N models at a time (PRM once
 its AttRec is trained), each training's output in ``<checkpoints>/<Model>/.../train.out``. Then ``recbole-attn explain`` writes the JSON
 and PNGs under docs/img/explain/ and this script writes docs/explain.md around them.
+
+Across sessions (checkpoints lost): ``--models AttRec,PRM`` trains and explains only those
+and keeps every other model's section. Each model's section is rebuilt from its files in
+docs/img/explain/: the explanation JSON and ``<Model>-user<U>.case.json`` (the command that
+trained it, its budget, the git commit), so the page always says per model which budget
+its pictures come from.
 """
 
 from __future__ import annotations
@@ -97,7 +103,7 @@ def main() -> int:
     p.add_argument("--user", default="1")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--checkpoints", default="saved/explain", help="where the trained checkpoints go")
-    p.add_argument("--models", default=",".join(ORDER))
+    p.add_argument("--models", default=",".join(ORDER), help="the models to train and explain; '' rebuilds the page only")
     p.add_argument("--jobs", type=int, default=1, help="trainings at a time (one torch thread each: OMP_NUM_THREADS=1)")
     args = p.parse_args()
     out = REPO / "docs" / "img" / "explain"
@@ -105,23 +111,45 @@ def main() -> int:
     per_model = {m: int(n) for m, n in (kv.split("=") for kv in args.model_epochs.split(",") if kv)}
     if per_model and args.epochs is None:
         p.error("--model-epochs needs --epochs (the fixed-budget mode)")
-    sections, fixed = [], args.epochs is not None
     models = [m for m in ORDER if m in args.models.split(",")]
     if "PRM" in models and "AttRec" not in models:
         p.error("PRM re-ranks the AttRec of this run: name AttRec in --models too")
     trained = train_all(models, args.jobs, lambda m, ranker: train(
         m, per_model.get(m, args.epochs), ckpt, ranker, quiet=args.jobs > 1))
+    sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     for model in models:
         path, budget_words, command = trained[model]
         subprocess.run([sys.executable, "-m", "recbole_attn.cli", "explain", str(path), "--user", args.user,
                         "--k", str(args.k), "--out", str(out), "--held-out"], cwd=REPO, check=True)
-        result = json.loads((out / f"{model}-user{args.user}.json").read_text())
-        sections.append(section(result, command, budget_words))
-    this = "OMP_NUM_THREADS=1 python benchmarks/explain_cases.py" + (f" --epochs {args.epochs}" if fixed else "")
+        case = {"model": model, "user": args.user, "k": args.k, "command": command, "budget": budget_words,
+                "fixed": per_model.get(model, args.epochs) is not None, "git_sha": sha}
+        case_path(out, model, args.user).write_text(json.dumps(case, indent=1) + "\n")
+    this = "OMP_NUM_THREADS=1 python benchmarks/explain_cases.py" + (f" --epochs {args.epochs}" if args.epochs is not None else "")
     this += f" --user {args.user} --k {args.k}" + (f" --model-epochs {args.model_epochs}" if args.model_epochs else "")
-    this += "" if models == ORDER else f" --models {','.join(models)}"
-    (REPO / "docs" / "explain.md").write_text(page(this, args, sections, fixed))
+    this += "" if models == ORDER else f" --models {shlex.quote(','.join(models))}"
+    (REPO / "docs" / "explain.md").write_text(page(this, args, load_cases(out, args.user, args.k)))
     return 0
+
+
+def case_path(out: Path, model: str, user: str) -> Path:
+    return out / f"{model}-user{user}.case.json"
+
+
+def load_cases(out: Path, user: str, k: int) -> list[tuple[dict, dict]]:
+    """(case, explanation) of every model in ORDER whose files for ``user`` are in ``out``.
+
+    Raises SystemExit when a kept case was made with another ``k`` (its section would not
+    match this page's text): rerun that model too (``--models``)."""
+    found = []
+    for model in ORDER:
+        path = case_path(out, model, user)
+        if not path.is_file():
+            continue
+        case = json.loads(path.read_text())
+        if case["k"] != k:
+            raise SystemExit(f"{path.name} was made with --k {case['k']}, not {k}: add {model} to --models")
+        found.append((case, json.loads((out / f"{model}-user{user}.json").read_text())))
+    return found
 
 
 def train_all(models: list[str], jobs: int, train_one) -> dict[str, tuple[Path, str, str]]:
@@ -153,19 +181,32 @@ def section(result: dict, command: str, trained: str) -> str:
     return "\n".join(lines)
 
 
-def page(command: str, args, sections: list[str], fixed: bool) -> str:
+def page(command: str, args, cases: list[tuple[dict, dict]]) -> str:
+    """docs/explain.md from the (case, explanation) pairs of ``load_cases``."""
+    readme = [c["model"] for c, _ in cases if not c["fixed"]]
+    fixed = [c["model"] for c, _ in cases if c["fixed"]]
+    missing = [m for m in ORDER if m not in readme + fixed]
+    how = []
+    if readme:
+        how.append(f"Trained with the README's command (each model's own configuration, early stopping on the "
+                   f"validation metric; the budget it reached is under its heading): {', '.join(readme)}.")
     if fixed:
-        how = ("Each model is trained for the **fixed, short budget** in its command (`epochs=`) with the CPU preset "
-               "of its kind (`benchmarks/presets/cpu-*.yaml`), **not converged**: the pictures show what the tool "
-               "draws, not what a trained model attends to.")
-    else:
-        how = ("Each model is trained with the README's command, its own configuration and early stopping on the "
-               "validation metric (the budget it reached is under its heading).")
+        how.append(f"Trained for a **fixed, short budget** (`epochs=` in the command under its heading) with the CPU "
+                   f"preset of its kind (`benchmarks/presets/cpu-*.yaml`), **not converged**: the pictures show what "
+                   f"the tool draws, not what a trained model attends to: {', '.join(fixed)}.")
+    if missing:
+        how.append(f"Not explained yet: {', '.join(missing)}.")
+    full = f"OMP_NUM_THREADS=1 python benchmarks/explain_cases.py --user {args.user} --k {args.k} --jobs 2"
     return "\n".join([
         "# Attention explanations: one ml-100k user, every attention model",
         "",
-        f"Generated by `{command}` (written by that command; do not edit).",
-        how + " PRM re-ranks the AttRec trained here. The JSON next to each picture "
+        f"Written by `benchmarks/explain_cases.py` (do not edit); the last run: `{command}`. It keeps the sections "
+        f"of the models it did not train (their files in docs/img/explain/, each `<Model>-user<U>.case.json` "
+        f"naming the command, budget and commit). Every model with the README's command, in one run: `{full}`.",
+        "",
+        *how,
+        "",
+        "PRM re-ranks the AttRec trained in the same run. The JSON next to each picture "
         "(`docs/img/explain/<Model>-user<U>.json`) holds the ids, raw tokens, names and weights.",
         "",
         f"User {args.user}'s history is the one the model sees for the held-out (test) item; the items are the "
@@ -187,7 +228,7 @@ def page(command: str, args, sections: list[str], fixed: bool) -> str:
         "positions), `weights` [item rows][panels][queries][keys], `normalised` (weights sum to 1 over the keys), "
         "and for ATRank and PRM `key_notes` (behaviour group; initial -> re-ranked rank) with `sum_by_note`.",
         "",
-        *sections,
+        *[section(result, case["command"], case["budget"] + f" (commit {case['git_sha']})") for case, result in cases],
     ]) + "\n"
 
 

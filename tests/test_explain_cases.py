@@ -66,3 +66,33 @@ def test_train_all_failure_raises(cases):
         return (model, "", "")
     with pytest.raises(RuntimeError, match="BST failed"):
         cases.train_all(["AttRec", "BST", "PRM"], 2, train_one)
+
+
+def _explanation(model: str) -> dict:
+    item = {"rank": 1, "name": "Toy Story (1995)", "token": "1", "score": 0.5}
+    held = {"rank": None, "name": "Heat (1995)", "token": "6", "score": 0.1}
+    return {"model": model, "held_out_item": held, "items": [item, held],
+            "attention": [{"name": "weights", "note": "rows: items"}], "files": [f"{model}-user1.json", f"{model}-user1-w.png"]}
+
+
+def test_page_keeps_each_models_own_budget_across_runs(cases, tmp_path):
+    import argparse
+    import json
+
+    for model, fixed in [("AttRec", False), ("BST", True)]:
+        (tmp_path / f"{model}-user1.json").write_text(json.dumps(_explanation(model)))
+        case = {"model": model, "user": "1", "k": 5, "command": f"python run_recbole_attn.py --model={model}",
+                "budget": "1 epoch(s), fixed (not converged)" if fixed else "early stopping (patience 10, cap 300), best validation epoch 20",
+                "fixed": fixed, "git_sha": "abc"}
+        cases.case_path(tmp_path, model, "1").write_text(json.dumps(case))
+    found = cases.load_cases(tmp_path, "1", 5)
+    assert [c["model"] for c, _ in found] == ["AttRec", "BST"]  # ORDER, only the models with files
+    text = cases.page("the last run", argparse.Namespace(user="1", k=5), found)
+    readme, fixed, missing = (next(line for line in text.splitlines() if line.startswith(start))
+                              for start in ("Trained with the README", "Trained for a **fixed", "Not explained yet"))
+    assert readme.endswith(": AttRec.") and fixed.endswith(": BST.")
+    assert "AttnDIN" in missing and "AttRec" not in missing and "BST" not in missing
+    assert "## BST\n\nTrained with `python run_recbole_attn.py --model=BST`: 1 epoch(s), fixed (not converged) (commit abc)" in text
+    assert "best validation epoch 20 (commit abc)" in text
+    with pytest.raises(SystemExit, match="--k 5, not 10: add AttRec to --models"):
+        cases.load_cases(tmp_path, "1", 10)
