@@ -30,6 +30,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from recbole_attn.benchmark.environment import git_sha
+
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "benchmarks" / "presets"
 MODELS = {  # model -> preset (README: benchmarks/presets/cpu-*.yaml)
@@ -114,15 +116,15 @@ def main() -> int:
     models = [m for m in ORDER if m in args.models.split(",")]
     if "PRM" in models and "AttRec" not in models:
         p.error("PRM re-ranks the AttRec of this run: name AttRec in --models too")
+    sha, dirty = git_sha(REPO)  # the code the trainings run, before this run writes docs/
     trained = train_all(models, args.jobs, lambda m, ranker: train(
         m, per_model.get(m, args.epochs), ckpt, ranker, quiet=args.jobs > 1))
-    sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     for model in models:
         path, budget_words, command = trained[model]
         subprocess.run([sys.executable, "-m", "recbole_attn.cli", "explain", str(path), "--user", args.user,
                         "--k", str(args.k), "--out", str(out), "--held-out"], cwd=REPO, check=True)
         case = {"model": model, "user": args.user, "k": args.k, "command": command, "budget": budget_words,
-                "fixed": per_model.get(model, args.epochs) is not None, "git_sha": sha}
+                "fixed": per_model.get(model, args.epochs) is not None, "git_sha": sha[:10], "git_dirty": dirty}
         case_path(out, model, args.user).write_text(json.dumps(case, indent=1) + "\n")
     this = "OMP_NUM_THREADS=1 python benchmarks/explain_cases.py" + (f" --epochs {args.epochs}" if args.epochs is not None else "")
     this += f" --user {args.user} --k {args.k}" + (f" --model-epochs {args.model_epochs}" if args.model_epochs else "")
@@ -228,7 +230,8 @@ def page(command: str, args, cases: list[tuple[dict, dict]]) -> str:
         "positions), `weights` [item rows][panels][queries][keys], `normalised` (weights sum to 1 over the keys), "
         "and for ATRank and PRM `key_notes` (behaviour group; initial -> re-ranked rank) with `sum_by_note`.",
         "",
-        *[section(result, case["command"], case["budget"] + f" (commit {case['git_sha']})") for case, result in cases],
+        *[section(result, case["command"], case["budget"] + f" (commit {case['git_sha']}"
+                  + (", with uncommitted changes)" if case.get("git_dirty") else ")")) for case, result in cases],
     ]) + "\n"
 
 

@@ -83,7 +83,7 @@ def test_page_keeps_each_models_own_budget_across_runs(cases, tmp_path):
         (tmp_path / f"{model}-user1.json").write_text(json.dumps(_explanation(model)))
         case = {"model": model, "user": "1", "k": 5, "command": f"python run_recbole_attn.py --model={model}",
                 "budget": "1 epoch(s), fixed (not converged)" if fixed else "early stopping (patience 10, cap 300), best validation epoch 20",
-                "fixed": fixed, "git_sha": "abc"}
+                "fixed": fixed, "git_sha": "abc", "git_dirty": fixed}
         cases.case_path(tmp_path, model, "1").write_text(json.dumps(case))
     found = cases.load_cases(tmp_path, "1", 5)
     assert [c["model"] for c, _ in found] == ["AttRec", "BST"]  # ORDER, only the models with files
@@ -92,7 +92,8 @@ def test_page_keeps_each_models_own_budget_across_runs(cases, tmp_path):
                               for start in ("Trained with the README", "Trained for a **fixed", "Not explained yet"))
     assert readme.endswith(": AttRec.") and fixed.endswith(": BST.")
     assert "AttnDIN" in missing and "AttRec" not in missing and "BST" not in missing
-    assert "## BST\n\nTrained with `python run_recbole_attn.py --model=BST`: 1 epoch(s), fixed (not converged) (commit abc)" in text
-    assert "best validation epoch 20 (commit abc)" in text
+    assert ("## BST\n\nTrained with `python run_recbole_attn.py --model=BST`: 1 epoch(s), fixed (not converged) "
+            "(commit abc, with uncommitted changes)") in text
+    assert "best validation epoch 20 (commit abc)." in text
     with pytest.raises(SystemExit, match="--k 5, not 10: add AttRec to --models"):
         cases.load_cases(tmp_path, "1", 10)
