@@ -117,14 +117,14 @@ def main() -> int:
     if "PRM" in models and "AttRec" not in models:
         p.error("PRM re-ranks the AttRec of this run: name AttRec in --models too")
     sha, dirty = git_sha(REPO)  # the code the trainings run, before this run writes docs/
-    trained = train_all(models, args.jobs, lambda m, ranker: train(
-        m, per_model.get(m, args.epochs), ckpt, ranker, quiet=args.jobs > 1))
+    epochs = {m: per_model.get(m, args.epochs) for m in models}  # None: the README's command
+    trained = train_all(models, args.jobs, lambda m, ranker: train(m, epochs[m], ckpt, ranker, quiet=args.jobs > 1))
     for model in models:
         path, budget_words, command = trained[model]
         subprocess.run([sys.executable, "-m", "recbole_attn.cli", "explain", str(path), "--user", args.user,
                         "--k", str(args.k), "--out", str(out), "--held-out"], cwd=REPO, check=True)
         case = {"model": model, "user": args.user, "k": args.k, "command": command, "budget": budget_words,
-                "fixed": per_model.get(model, args.epochs) is not None, "git_sha": sha[:10], "git_dirty": dirty}
+                "fixed": epochs[model] is not None, "git_sha": sha[:10], "git_dirty": dirty}
         case_path(out, model, args.user).write_text(json.dumps(case, indent=1) + "\n")
     this = "OMP_NUM_THREADS=1 python benchmarks/explain_cases.py" + (f" --epochs {args.epochs}" if args.epochs is not None else "")
     this += f" --user {args.user} --k {args.k}" + (f" --model-epochs {args.model_epochs}" if args.model_epochs else "")
