@@ -13,14 +13,12 @@ builds those fields only in its ``SequentialDataset``, which it creates for
 for the same reason). The folder groups the target-item scoring (CTR) models.
 
 Where the paper and the reference code differ, the code is the default and the paper an
-option (AttnDIN.yaml):
+option (AttnDIN.yaml). What each choice measured is in docs/deviations.md (AttnDIN).
 
 - Attention: the code's unit is an MLP 80-40 with sigmoid, its scores / sqrt(D) are
   softmax-normalised over the real positions (``attention_activation: sigmoid``,
   ``attention_softmax: True``, ``attention_scale: True``); the paper (Sec. 4.3) keeps
-  the raw weights and draws PReLU/Dice. Beauty, cpu-ctr-beauty.yaml (3 epochs), seed 1:
-  valid / test AUC 0.8264 / 0.8013 with the softmax, 0.8281 / 0.8079 with raw weights
-  (``attention_softmax: False``); RecBole's DIN (raw weights) 0.8324 / 0.8096.
+  the raw weights and draws PReLU/Dice.
 - Pooled interest: the code batch-normalises it and applies a linear map D -> D
   (``hist_bn``, ``hist_fcn``; ``pooled_projection: True``); the paper has neither.
 - Prediction MLP input: the code feeds [u, e_a, u * e_a] (``mlp_product: True``) through
@@ -30,41 +28,16 @@ option (AttnDIN.yaml):
 - Prediction MLP: the code's 80-40 with Dice (``model_dice.py``, the activation the
   paper proposes; ``model.py`` uses sigmoid: ``activation: sigmoid``), then one logit
   plus a per-item bias b_a (zero init; ``item_bias: True``); the paper: 200-80-2 with
-  Dice (``mlp_hidden_size: [200, 80]``). ml-100k, cpu-ctr-ml-100k.yaml, seed 1: test
-  AUC 0.8613 with Dice, 0.8555 with sigmoid (both at embedding_size 12). The code's
-  80-40 units have less capacity than RecBole's DIN (256-256-256 in both places): on
-  Beauty, cpu-ctr-beauty.yaml (3 epochs), 3 seeds, test AUC 0.8140 +- 0.0015 with
-  ``attention_mlp`` and ``mlp_hidden_size`` at [256, 256, 256] (1.34M parameters;
-  valid peaks at epoch 2 of 3) against 0.8032 at 80-40 (0.92M), 0.8074 +- 0.0007 with the
-  paper's prediction MLP (``mlp_hidden_size: [200, 80]``) and RecBole's DIN 0.8107:
-  with RecBole's MLP sizes ours wins, so the gap is the code's MLP width, not the
-  architecture, at that budget. On ml-100k the code's sizes beat RecBole's DIN at that
-  3-epoch budget (3 seeds, docs/benchmarks.md), but not trained to early stopping
-  (ref-ctr-ml-100k.yaml, docs/results.md, 3 seeds): 0.8774 +- 0.0034 against RecBole's
-  0.8836 +- 0.0029. Ours peaks on validation at epoch 3-8 and its training loss keeps
-  falling (23 after 16 epochs, DIN's 29 after 25): it fits the training set faster.
-  Converged, seed 1, test AUC with one choice of the code's undone: no pooled projection
-  0.8814, RecBole's MLP sizes 0.8813, raw attention weights 0.8779, no item bias 0.8750
-  against 0.8793 for the defaults (records in benchmarks/records/ref/ml-100k-ctr/; runs
-  not kept as records: the paper's embedding_size 12 0.8787, MBA regularisation 0.8756,
-  input norm none 0.8785, dropout 0.2 0.8769); with all of RecBole's choices at once (raw
-  weights, no projection, no input norm, no item bias, 256-256-256, embedding_size 10)
-  validation AUC reaches DIN's (0.8964 vs 0.8973-0.8980) but test AUC is 0.8784. None
-  closes the gap alone. RecBole's prediction MLP also normalises every hidden layer:
-  Linear -> BatchNorm1d (affine) -> its ``Dice``, which is x * sigmoid(x) with alpha fixed
-  at 0 (a tensor, not a parameter), where the code's Dice gates the raw x
-  (``mlp_hidden_norm: batch`` adds that BatchNorm). It is not the cause either, seed 1:
-  converged ml-100k test AUC 0.8788 (0.8793 without), Beauty cpu-ctr-beauty.yaml 0.8019
-  (0.8013 without). All of RecBole's choices together with that BatchNorm (the row
-  AttnDIN-recbole-like-batchnorm, its command in docs/results.md) tie with RecBole's DIN,
-  converged, 3 seeds: 0.8820 +- 0.0020 against 0.8836 +- 0.0029. The gap is the
-  configuration of the reference code, not this implementation. The defaults stay the
-  code's.
+  Dice (``mlp_hidden_size: [200, 80]``). The code's 80-40 units have less capacity than
+  RecBole's DIN (256-256-256 in both places, and a BatchNorm1d after each hidden Linear:
+  ``mlp_hidden_norm: batch``). Configured with all of RecBole's choices, this model ties
+  RecBole's DIN trained to early stopping on ml-100k; at the code's sizes it wins on
+  ml-100k at the 3-epoch CPU preset and loses on Beauty at that budget and on ml-100k
+  converged: the gap is the reference code's configuration, not this implementation,
+  and the defaults stay the code's.
 - Embedding widths: the code embeds the item id and its category in 64 each, so an
   item is 128 wide (its ``hidden_units``; the attention and ``hist_fcn`` work at 128):
   ``embedding_size: 64`` per part; the paper uses 12 (``embedding_size: 12``).
-  Beauty, cpu-ctr-beauty.yaml, seed 1: valid AUC 0.8264 at 64 and at 12 (test 0.8013,
-  0.7986).
 - Regularisation: the code has none (``reg_type: none``); the paper's mini-batch aware
   regularisation is ``reg_type: mba``: n_j is the number of training examples whose
   target item is j (for a feature value: of items/users carrying it), at least 1; the
@@ -81,10 +54,7 @@ Deviations from both:
   ``tf.layers.batch_normalization`` without ``training=True``, so its graph keeps the
   initial moving statistics and computes a learned per-channel affine: ``affine``
   reproduces that. BatchNorm is what the layer is meant to be (its moving statistics
-  exist to be updated). The choice depends on the data: seed 1, the cpu-ctr presets
-  (3 epochs), test AUC batch / affine / none: ml-100k 0.8734 / 0.8321 / 0.8309, the
-  Taobao head 0.7693 / 0.7911 / 0.8191 (with batch statistics the training loss falls
-  41 -> 6 in 3 epochs there: memorisation), Beauty 0.8013 / - / 0.7995.
+  exist to be updated). Which is best depends on the data (docs/deviations.md).
 - Dice: the paper's (eq. 9: batch statistics in training, running ones at inference).
   The code's ``Dice.py`` also calls ``tf.layers.batch_normalization`` at
   ``training=False``, so its gate is sigmoid(beta * x) with a learned beta (init 0).
