@@ -126,10 +126,7 @@ def main() -> int:
         case = {"model": model, "user": args.user, "k": args.k, "command": command, "budget": budget_words,
                 "fixed": epochs[model] is not None, "git_sha": sha[:10], "git_dirty": dirty}
         case_path(out, model, args.user).write_text(json.dumps(case, indent=1) + "\n")
-    this = "OMP_NUM_THREADS=1 python benchmarks/explain_cases.py" + (f" --epochs {args.epochs}" if args.epochs is not None else "")
-    this += f" --user {args.user} --k {args.k}" + (f" --model-epochs {args.model_epochs}" if args.model_epochs else "")
-    this += "" if models == ORDER else f" --models {shlex.quote(','.join(models))}"
-    (REPO / "docs" / "explain.md").write_text(page(this, args, load_cases(out, args.user, args.k)))
+    (REPO / "docs" / "explain.md").write_text(page(args, load_cases(out, args.user, args.k)))
     return 0
 
 
@@ -183,8 +180,8 @@ def section(result: dict, command: str, trained: str) -> str:
     return "\n".join(lines)
 
 
-def page(command: str, args, cases: list[tuple[dict, dict]]) -> str:
-    """docs/explain.md from the (case, explanation) pairs of ``load_cases``."""
+def page(args, cases: list[tuple[dict, dict]]) -> str:
+    """docs/explain.md from the (case, explanation) pairs of ``load_cases``; the same files give the same page."""
     readme = [c["model"] for c, _ in cases if not c["fixed"]]
     fixed = [c["model"] for c, _ in cases if c["fixed"]]
     missing = [m for m in ORDER if m not in readme + fixed]
@@ -202,9 +199,10 @@ def page(command: str, args, cases: list[tuple[dict, dict]]) -> str:
     return "\n".join([
         "# Attention explanations: one ml-100k user, every attention model",
         "",
-        f"Written by `benchmarks/explain_cases.py` (do not edit); the last run: `{command}`. It keeps the sections "
-        f"of the models it did not train (their files in docs/img/explain/, each `<Model>-user<U>.case.json` "
-        f"naming the command, budget and commit). Every model with the README's command, in one run: `{full}`.",
+        "Written by `benchmarks/explain_cases.py` (do not edit) from the files in docs/img/explain/: each model's "
+        "explanation JSON, PNGs and `<Model>-user<U>.case.json` (the command that trained it, its budget and commit). "
+        "`--models M1,M2` retrains and re-explains only those models and keeps the other sections. Every model "
+        f"with the README's command, in one run: `{full}`.",
         "",
         *how,
         "",

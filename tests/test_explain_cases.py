@@ -87,7 +87,8 @@ def test_page_keeps_each_models_own_budget_across_runs(cases, tmp_path):
         cases.case_path(tmp_path, model, "1").write_text(json.dumps(case))
     found = cases.load_cases(tmp_path, "1", 5)
     assert [c["model"] for c, _ in found] == ["AttRec", "BST"]  # ORDER, only the models with files
-    text = cases.page("the last run", argparse.Namespace(user="1", k=5), found)
+    text = cases.page(argparse.Namespace(user="1", k=5), found)
+    assert text == cases.page(argparse.Namespace(user="1", k=5), cases.load_cases(tmp_path, "1", 5))  # files -> page
     readme, fixed, missing = (next(line for line in text.splitlines() if line.startswith(start))
                               for start in ("Trained with the README", "Trained for a **fixed", "Not explained yet"))
     assert readme.endswith(": AttRec.") and fixed.endswith(": BST.")
