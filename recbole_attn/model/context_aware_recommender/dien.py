@@ -218,9 +218,12 @@ class AttnDIEN(SequentialRecommender):
         (e_sum [B', D], h [B', L, D], mask [B', L]), ``user_repr`` [B', U], targets [B']."""
         target = self.item_embedding(target_ids)
         final, weights = evolve(self.gru_type, self.evolver, self.attention, hist["h"], hist["mask"], self.query(target))
-        e_sum = hist["e_sum"]
-        x = torch.cat([user_repr, target, e_sum, target * e_sum, final], dim=-1)
-        return self.mlp_norm(x), weights
+        return self.mlp_norm(self.mlp_features(user_repr, target, hist["e_sum"], final)), weights
+
+    @staticmethod
+    def mlp_features(user, target, e_sum, final) -> torch.Tensor:
+        """The final MLP's input layout [..., U + 4D]: [user, e_a, sum e, e_a * sum e, h'_T]."""
+        return torch.cat([user, target, e_sum, target * e_sum, final], dim=-1)
 
     def _logits(self, hist: dict, user_repr: torch.Tensor, target_ids: torch.Tensor):
         """Logits [B'] and attention weights [B', L]; see ``mlp_input``."""
@@ -341,7 +344,7 @@ class AttnDIEN(SequentialRecommender):
                 e_sum = hist["e_sum"].unsqueeze(1).expand(b, c, -1)
                 target = target.unsqueeze(0).expand(b, c, -1)
                 user = user_repr.unsqueeze(1).expand(b, c, -1)
-                x = torch.cat([user, target, e_sum, target * e_sum, final], dim=-1).reshape(b * c, -1)
+                x = self.mlp_features(user, target, e_sum, final).reshape(b * c, -1)
                 logits = self.out(self.mlp(self.mlp_norm(x))).squeeze(-1)
             scores.append(torch.sigmoid(logits).view(b, c))
         return torch.cat(scores, dim=1)
