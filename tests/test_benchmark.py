@@ -105,7 +105,9 @@ def test_summary_means_stds_and_best_direction():
     assert mean == pytest.approx(0.2) and std == pytest.approx(0.1414, abs=1e-4)
     from recbole_attn.benchmark.report import _best
 
-    assert _best(s, "ndcg@10") == "A" and _best(s, "logloss") == "B"
+    assert _best(s, "ndcg@10") == {"A"} and _best(s, "logloss") == {"B"}
+    tied = summarise([rec("A", 1, 0.2, 0.5), rec("B", 1, 0.2, 0.6), rec("C", 1, 0.1, 0.4)])
+    assert _best(tied, "ndcg@10") == {"A", "B"}  # equal means: both in bold
 
 
 def test_resume_skips_recorded_runs_and_label_names_the_row(tmp_path):

@@ -224,9 +224,11 @@ def tables(records: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def _best(summary: dict[str, dict], metric: str) -> str:
-    pick = min if smaller_is_better(metric) else max
-    return pick(summary, key=lambda m: summary[m]["test"].get(metric, (math.nan,))[0])
+def _best(summary: dict[str, dict], metric: str) -> set[str]:
+    """The rows with the best mean of ``metric`` (every one of them where means are equal)."""
+    means = {m: s["test"][metric][0] for m, s in summary.items() if metric in s["test"]}
+    top = (min if smaller_is_better(metric) else max)(means.values())
+    return {m for m, v in means.items() if v == top}
 
 
 def train_table(dataset: str, records: list[dict], per_row: bool = False) -> list[str]:
@@ -259,7 +261,7 @@ def train_table(dataset: str, records: list[dict], per_row: bool = False) -> lis
                 cells.append("")
                 continue
             text = _fmt(*s["test"][m], s["n"])
-            cells.append(f"**{text}**" if best[m] == model else text)
+            cells.append(f"**{text}**" if model in best[m] else text)
         lines.append(
             f"| {model} | {s['n']} | " + " | ".join(cells)
             + f" | {s['epochs']:.1f} | {s['converged']} | {_fmt(*s['epoch_s'], s['n'], digits=1)} | {s['memory_mib']:.0f} ({s['memory_kind']}) | {s['parameters']:,} |"
