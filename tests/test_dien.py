@@ -54,6 +54,20 @@ def test_padded_history_positions_change_no_score(gru_type):
     assert torch.equal(loss, model.calculate_loss(noisy))
 
 
+def test_interest_states_equal_a_packed_gru_at_the_real_positions(dien):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    _, model, batch, _ = dien
+    seq, length = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    assert (length < seq.shape[1]).any()  # the batch has padding
+    with torch.no_grad():
+        emb, h, mask = model.interests(seq, length)
+        packed = pack_padded_sequence(emb, length.cpu(), batch_first=True, enforce_sorted=False)
+        ref, _ = pad_packed_sequence(model.extractor(packed)[0], batch_first=True, total_length=seq.shape[1])
+    torch.testing.assert_close(h, ref * mask.unsqueeze(-1), rtol=1e-5, atol=1e-6)
+    assert not h[~mask].any()
+
+
 @pytest.mark.parametrize("kind", ["GRU", "AGRU", "AUGRU"])
 def test_masked_steps_keep_the_state(kind):
     torch.manual_seed(0)
