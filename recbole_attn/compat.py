@@ -13,7 +13,8 @@ test per fix that fails without it.
    replace ``Dataset._fill_nan`` by a copy that assigns its result (same values on
    every pandas), and while RecBole builds a dataset (``Dataset._from_scratch``,
    ``SequentialDataset._benchmark_presets``) ``Series.agg(len)`` counts per row and
-   ``read_csv`` reads an empty sequence value as "" (``pandas_compat``).
+   ``read_csv`` reads an empty sequence value as "" (``pandas_compat``), which also keeps
+   pandas' ChainedAssignmentError warning about that no-op out of every run's output.
 2. numpy 2: ``recbole.config.Config`` runs ``np.float = np.float_`` (and friends) and
    raises, because numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``;
    RecBole's metrics, layers and dataset code then use ``np.float``/``np.long``. We
@@ -78,6 +79,7 @@ import importlib.util
 import os
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -103,6 +105,7 @@ NUMPY_ALIASES: dict[str, object] = {
 }
 
 _applied = False
+CHAINED_ASSIGNMENT = getattr(pd.errors, "ChainedAssignmentError", None) or type("NoChainedAssignmentError", (Warning,), {})
 
 
 @contextlib.contextmanager
@@ -129,7 +132,12 @@ def pandas_compat() -> Iterator[None]:
 
     pd.Series.agg, pd.read_csv = agg_len_per_row, read_csv_empty_seq
     try:
-        yield
+        with warnings.catch_warnings():
+            # RecBole's ``df[field].fillna(value="", inplace=True)`` in ``_load_feat`` is a
+            # no-op under copy-on-write, and pandas says so in every run: the sequence
+            # columns are already filled by ``read_csv_empty_seq`` above
+            warnings.filterwarnings("ignore", category=CHAINED_ASSIGNMENT, module=r"recbole\.data\.dataset\.dataset")
+            yield
     finally:
         pd.Series.agg, pd.read_csv = agg, read_csv
 

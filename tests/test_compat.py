@@ -102,6 +102,29 @@ def test_missing_and_empty_feature_values_are_filled_as_recbole_intends(tmp_path
     assert dataset.id2token("tags", feat["tags"][row["i1"]][:2]).tolist() == ["t1", "t2"]
 
 
+@pytest.mark.skipif(int(pd.__version__.split(".")[0]) < 3, reason="pandas 2 warns only in copy-on-write mode")
+def test_no_chained_assignment_warning_from_recboles_no_op_fillna(tmp_path):
+    """RecBole's ``df[field].fillna(inplace=True)`` on a token_seq column warns on pandas 3
+    (a no-op there; pandas_compat has filled the column): the warning is kept out of runs."""
+    import warnings
+
+    from recbole.data import create_dataset
+
+    from recbole_attn.config import Config
+
+    write_gaps_dataset(tmp_path)
+    config = Config(model="BPR", dataset="gaps", config_dict={"data_path": str(tmp_path), **GAPS_CONFIG})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        create_dataset(config)
+    assert not [w for w in seen if issubclass(w.category, compat.CHAINED_ASSIGNMENT)]
+    with warnings.catch_warnings(record=True) as seen:  # RecBole's own call warns without the filter
+        warnings.simplefilter("always")
+        df = pd.DataFrame({"tags": ["a", None]})
+        df["tags"].fillna(value="", inplace=True)
+    assert [w for w in seen if issubclass(w.category, compat.CHAINED_ASSIGNMENT)]
+
+
 @pytest.mark.skipif(int(pd.__version__.split(".")[0]) < 3, reason="RecBole 1.2.1 reads this dataset on pandas 2")
 @pytest.mark.parametrize(
     "i3_tags, error",
