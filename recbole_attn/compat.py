@@ -15,6 +15,11 @@ test per fix that fails without it.
    ``SequentialDataset._benchmark_presets``) ``Series.agg(len)`` counts per row and
    ``read_csv`` reads an empty sequence value as "" (``pandas_compat``), which also keeps
    pandas' ChainedAssignmentError warning about that no-op out of every run's output.
+   Under copy-on-write ``Series.values`` is a read-only view of the DataFrame's memory,
+   which RecBole's ``_dataframe_to_interaction`` wraps in tensors without a copy: torch
+   warns "The given NumPy array is not writable" in every run, and a write into such a
+   tensor changes every DataFrame sharing that memory. RecBole's conversion reads writable
+   copies of the columns instead (``owned_columns``): every tensor owns its memory.
 2. numpy 2: ``recbole.config.Config`` runs ``np.float = np.float_`` (and friends) and
    raises, because numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``;
    RecBole's metrics, layers and dataset code then use ``np.float``/``np.long``. We
@@ -140,6 +145,30 @@ def pandas_compat() -> Iterator[None]:
             yield
     finally:
         pd.Series.agg, pd.read_csv = agg, read_csv
+
+
+class OwnedColumns:
+    """``data``'s columns as RecBole's ``_dataframe_to_interaction`` reads them
+    (``for k in data``, ``data[k].values``), each ``values`` a writable copy (fix 1)."""
+
+    def __init__(self, data: pd.DataFrame):
+        self.data = data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __getitem__(self, field: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(values=self.data[field].to_numpy(copy=True))
+
+
+def owned_columns(convert: Callable) -> Callable:
+    """RecBole's ``Dataset._dataframe_to_interaction`` over copies of the columns (fix 1)."""
+
+    @functools.wraps(convert)
+    def wrapper(self, data: pd.DataFrame):
+        return convert(self, OwnedColumns(data))
+
+    return wrapper
 
 
 def with_pandas_compat(method: Callable) -> Callable:
@@ -375,6 +404,7 @@ def apply() -> None:
     import recbole.trainer.trainer as rb_trainer
 
     Dataset._fill_nan = fill_nan
+    Dataset._dataframe_to_interaction = owned_columns(Dataset._dataframe_to_interaction)
     Dataset._from_scratch = with_pandas_compat(Dataset._from_scratch)
     SequentialDataset._benchmark_presets = with_pandas_compat(SequentialDataset._benchmark_presets)
     torch.autograd.set_detect_anomaly(False)

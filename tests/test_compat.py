@@ -9,11 +9,13 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from recbole.utils import FeatureType
 
 from recbole_attn import compat
 from conftest import REPO, free_port, tiny_config
@@ -123,6 +125,24 @@ def test_no_chained_assignment_warning_from_recboles_no_op_fillna(tmp_path):
         df = pd.DataFrame({"tags": ["a", None]})
         df["tags"].fillna(value="", inplace=True)
     assert [w for w in seen if issubclass(w.category, compat.CHAINED_ASSIGNMENT)]
+
+
+def test_interaction_tensors_own_their_memory(tmp_path):
+    """RecBole wraps ``Series.values`` in tensors without a copy; under pandas 3 those are
+    read-only views of the DataFrame (torch warns "not writable"): the fix converts copies."""
+    from recbole.data.dataset import Dataset
+
+    df = pd.DataFrame({"user_id": np.arange(4, dtype=np.int64), "score": np.ones(4, dtype=np.float32)})
+    shell = types.SimpleNamespace(
+        field2type={"user_id": FeatureType.TOKEN, "score": FeatureType.FLOAT},
+        config={"numerical_features": []}, field2seqlen={},
+    )
+    inter = Dataset._dataframe_to_interaction(shell, df)
+    inter["user_id"][0], inter["score"][0] = 7, 5.0
+    assert df["user_id"].tolist() == [0, 1, 2, 3] and df["score"].tolist() == [1.0] * 4
+    raw = Dataset._dataframe_to_interaction.__wrapped__(shell, df)  # RecBole's own: a view
+    raw["user_id"][0] = 7
+    assert df["user_id"][0] == 7
 
 
 @pytest.mark.skipif(int(pd.__version__.split(".")[0]) < 3, reason="RecBole 1.2.1 reads this dataset on pandas 2")
