@@ -123,15 +123,20 @@ def test_results_page_says_how_much_of_the_grid_is_recorded(records_dir, tmp_pat
     for name, status in (("ml-100k/SASRec/seed1", "ok"), ("ml-100k/SASRec/seed2", "failed")):
         (grid / name).mkdir(parents=True)
         (grid / name / "records.jsonl").write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": status}) + "\n")
-    names = ["ml-100k/SASRec/seed1", "ml-100k/SASRec/seed2", "ml-100k/SASRec/seed3", "ml-100k-ctr/DIN/seed1"]
+    names = ["ml-100k/SASRec/seed1", "ml-100k/SASRec/seed2", "ml-100k/SASRec/seed3", "ml-100k-ctr/DIN/seed1",
+             "ml-100k/Caser/seed1"]
     (grid / "grid.txt").write_text("\n".join(names) + "\n")
     doc = tmp_path / "docs" / "results.md"
     assert report_main([str(records_dir), "--results", str(doc)]) == 0
     text = doc.read_text()
     assert "**Partial: the grid has not run to the end**" in text.split("## ")[0]  # said at the top
-    assert "`../grid/grid.txt` (4 runs): **1 of 4 recorded**; not yet recorded (table/row: seeds):" in text
-    assert "- ml-100k/SASRec: 2, 3\n- ml-100k-ctr/DIN: 1\n" in text  # a failed run is not recorded
-    assert "| no row Caser recorded yet (the grid is partial) |" in text  # a claim's row may come later
+    assert "`../grid/grid.txt` (5 runs): **1 of 5 recorded**; not yet recorded (table/row: seeds):" in text
+    assert "- ml-100k/SASRec: 2, 3\n- ml-100k-ctr/DIN: 1\n- ml-100k/Caser: 1\n" in text  # a failed run is not recorded
+    assert "| no row Caser recorded yet (the grid is partial) |" in text  # a claim's row comes with its job
+    (grid / "grid.txt").write_text("\n".join(names[:-1]) + "\n")  # partial, but no job brings Caser
+    assert report_main([str(records_dir), "--results", str(doc)]) == 0
+    text = doc.read_text()
+    assert "**Partial" in text and "| not in the reference grid: no row Caser |" in text
     # a run of a model fixed since (superseded) does not count: the job has to run again
     seed1 = grid / "ml-100k/SASRec/seed1" / "records.jsonl"
     seed1.write_text(json.dumps({**rec("SASRec", 1, 0.2), "status": "ok", "superseded": "a fix",
@@ -320,3 +325,14 @@ def test_reference_grid_converts_only_the_data_its_jobs_read(tmp_path):
     taobao = run("^taobao-ctr/AttnDIN/seed1/")
     assert taobao.returncode == 2 and "UserBehavior_head.csv (set TAOBAO_CSV" in taobao.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_claims_row_is_pending_only_if_a_grid_job_brings_it():
+    """A re-ranking job (``ml-100k-prm/SASRec``) brings ``SASRec + PRM`` and the ranker's rows,
+    not an ablation the grid never runs."""
+    from recbole_attn.benchmark.results import _pending
+
+    pending = {"SASRec", "NOVABERT"}
+    assert _pending("SASRec + PRM", pending) and _pending("SASRec (train + validation)", pending)
+    assert _pending("NOVABERT", pending) and not _pending("NOVABERT-noLN", pending)
+    assert not _pending("AttRec + PRM", pending)
