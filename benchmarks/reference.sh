@@ -39,7 +39,8 @@
 # 2-core CPU is busy without the runs slowing each other; 4 on a GPU machine). Each job is
 # one row at one seed with its own --out folder under OUT (default benchmarks/records/ref),
 # taken from one queue by whichever process is free; rerunning the script skips every run
-# already recorded (--resume), whatever JOBS was. Logs: OUT/logs/.
+# already recorded (--resume), whatever JOBS was, and continues a killed run from its last
+# finished epoch (same commit and config). Logs: OUT/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAW=${1:-${RAW:-../shared/data}}

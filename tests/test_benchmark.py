@@ -131,6 +131,63 @@ def test_resume_skips_recorded_runs_and_label_names_the_row(tmp_path):
         benchmark_main(["--models", "AttRec,SASRec", "--label", "x", "--out", str(tmp_path), *TINY])
 
 
+# A benchmark child killed (SIGKILL) at the start of epoch 2, after its -last.pth of epoch 1.
+KILLED_CHILD = """
+import os, runpy, signal
+from recbole.trainer import Trainer
+train = Trainer._train_epoch
+def killed(self, train_data, epoch_idx, *args, **kwargs):
+    if epoch_idx == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return train(self, train_data, epoch_idx, *args, **kwargs)
+Trainer._train_epoch = killed
+runpy.run_module("recbole_attn.benchmark.runner", run_name="__main__")
+"""
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch):
+    import recbole_attn.benchmark.runner as runner
+
+    args = ["--models", "SASRec", "--seeds", "1", "--no-progress", *TINY[:-1], "epochs=4"]
+    assert benchmark_main([*args, "--out", str(tmp_path / "whole")]) == 0
+    (whole,) = _records(tmp_path / "whole")
+
+    run = runner.subprocess.run
+    killed = lambda cmd, **kw: run([cmd[0], "-c", KILLED_CHILD, *cmd[3:]], **kw)  # noqa: E731
+    monkeypatch.setattr(runner.subprocess, "run", killed)
+    out = tmp_path / "cut"
+    assert benchmark_main([*args, "--out", str(out), "--resume"]) == 1  # killed: recorded as failed
+    (progress,) = (out / "checkpoints").glob("run-*.json")
+    assert json.loads(progress.read_text())["epoch"] == 1 and len(list((out / "checkpoints").glob("*-last.pth"))) == 1
+
+    monkeypatch.setattr(runner.subprocess, "run", run)
+    assert benchmark_main([*args, "--out", str(out), "--resume"]) == 0
+    failed, resumed = _records(out)
+    assert failed["status"] == "failed" and resumed["status"] == "ok" and resumed["resumed_at_epochs"] == [2]
+    assert [{k: v for k, v in p.items() if k != "wall_s"} for p in resumed["curve"]] == [
+        {k: v for k, v in p.items() if k != "wall_s"} for p in whole["curve"]]
+    assert [p["wall_s"] for p in resumed["curve"]] == sorted(p["wall_s"] for p in resumed["curve"])
+    assert (resumed["test"], resumed["best_valid_score"], resumed["epochs_trained"]) == (
+        whole["test"], whole["best_valid_score"], whole["epochs_trained"])
+    assert resumed["prior_run_time_s"] > 0 and resumed["run_time_s"] > resumed["prior_run_time_s"]
+    # nothing of the interrupted run is left behind
+    assert not list((out / "checkpoints").glob("run-*.json")) and not list((out / "checkpoints").glob("*-last.pth"))
+
+
+def test_an_interrupted_run_of_other_code_or_config_starts_again(tmp_path, capsys):
+    from recbole_attn.benchmark.progress import RunProgress
+
+    last = tmp_path / "SASRec-tiny-last.pth"
+    last.write_bytes(b"state")
+    first = RunProgress(tmp_path, "abc", {"epochs": 4})
+    first.path.write_text(json.dumps({**first.state, "last_checkpoint": str(last), "epoch": 1, "curve": [],
+                                      "epoch_times": [], "run_time_s": 1.0}))
+    assert RunProgress(tmp_path, "abc", {"epochs": 4}).load()["epoch"] == 1  # the same run: goes on
+    assert RunProgress(tmp_path, "abc", {"epochs": 5}).load() is None
+    assert "its config changed since; the run starts again" in capsys.readouterr().err
+    assert not first.path.exists() and not last.exists()  # the stale state is removed
+
+
 def test_report_rows_by_label_with_one_command_per_row(tmp_path):
     def rec(model, label, seed, ndcg, overrides, config_files=("benchmarks/presets/cpu-ml-100k.yaml",)):
         return {

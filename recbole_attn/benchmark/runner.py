@@ -4,7 +4,9 @@ Each run trains in its own process (a crash or an out-of-memory kills only that 
 peak memory is the run's own), through the same runner as ``run_recbole_attn.py``. The
 parent appends each run's record to ``<out>/records.jsonl`` as soon as it ends; a failed
 run is recorded with ``status: failed`` and its error, and the others go on. ``--resume``
-skips the runs recorded as ok; a malformed line is skipped with a warning (``read_records``).
+skips the runs recorded as ok and continues an interrupted one from its last finished
+epoch to the uninterrupted result (``progress.RunProgress``); a malformed line is skipped
+with a warning (``read_records``).
 A training run's record holds its learning curve (``curve``: each epoch's train loss,
 validation metrics and seconds since training began), its ``epoch_cap`` and whether early
 stopping ended it before the cap (``stopped_early``).
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 from recbole_attn.benchmark.environment import child_env, environment, git_sha, repo_path
+from recbole_attn.benchmark.progress import RunProgress, run_id
 from recbole_attn.benchmark.timing import record_curve, stopped_early, time_epochs
 
 THROUGHPUT_STEPS = 50
@@ -78,10 +81,13 @@ def measure_throughput(trainer, train_data, device, steps: int = THROUGHPUT_STEP
     }
 
 
-def _fit_and_test(config, throughput: bool = False, loaders=None) -> tuple[dict, object, object]:
+def _fit_and_test(config, throughput: bool = False, loaders=None, run: str | None = None,
+                  resume: bool = False) -> tuple[dict, object, object]:
     """Train and test the model of ``config`` (or measure its throughput), timing each
     epoch: (the record's measurements, the trainer, the test data). ``loaders``, if given,
     maps RecBole's (train, valid) loaders to the ones ``fit`` reads (a ranker's control).
+    ``run``: the id of the run's progress file (``RunProgress``); with ``resume`` an
+    interrupted training of the same run goes on from its last epoch.
 
     A training run's measurements hold its learning curve (``curve``: per epoch the train
     loss, the validation metrics and the seconds since training began, see
@@ -107,8 +113,16 @@ def _fit_and_test(config, throughput: bool = False, loaders=None) -> tuple[dict,
     else:
         if loaders is not None:
             train_data, valid_data = loaders(train_data, valid_data)
-        epoch_times = time_epochs(trainer)
-        curve = record_curve(trainer)
+        progress = RunProgress(config["checkpoint_dir"], run, out["config"]) if run else None
+        saved = progress.load() if progress and resume else None
+        if progress and not saved:
+            progress.discard()  # a stale interrupted run of these options (not --resume)
+        curve_before, times_before = progress.resume(trainer, saved) if saved else ([], [])
+        prior_s = saved["run_time_s"] if saved else 0.0
+        epoch_times = time_epochs(trainer, times_before)
+        curve = record_curve(trainer, curve_before)
+        if progress:
+            progress.track(trainer, curve, epoch_times, prior_s)
         best_valid_score, best_valid = trainer.fit(
             train_data, valid_data, saved=True, show_progress=False
         )
@@ -123,7 +137,11 @@ def _fit_and_test(config, throughput: bool = False, loaders=None) -> tuple[dict,
             best_valid=as_floats(best_valid),
             test=as_floats(test),
         )
-    out["run_time_s"] = time.perf_counter() - start
+        if saved:
+            out.update(resumed_at_epochs=progress.resumed_at, prior_run_time_s=prior_s)
+        if progress:
+            progress.discard()
+    out["run_time_s"] = time.perf_counter() - start + out.get("prior_run_time_s", 0.0)
     return out, trainer, test_data
 
 
@@ -162,7 +180,7 @@ def _ranker_run(ranker_config, rerank_config, control: bool = False) -> dict:
     meta = stem.with_suffix(".json")
     if meta.is_file():
         return json.loads(meta.read_text())
-    measured, trainer, _ = _fit_and_test(ranker_config, loaders=loaders)
+    measured, trainer, _ = _fit_and_test(ranker_config, loaders=loaders, run=stem.name, resume=True)
     stem.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(trainer.saved_model_file, stem.with_suffix(".pth"))
     run = {
@@ -199,6 +217,8 @@ def train_one(
     ranker: str | None = None,
     ranker_config_files: list[str] | None = None,
     ranker_control: bool = False,
+    run: str | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train and test one model in this process; the measurements of a record.
 
@@ -209,6 +229,7 @@ def train_one(
     measured by the re-ranker's evaluator). With ``ranker_control`` the record also holds
     ``control_run``: the same ranker retrained on train + the re-ranker's validation-point
     rows (``_ranker_run(control=True)``), tested on the re-ranker's metrics and cut-offs.
+    ``run`` and ``resume``: see ``_fit_and_test`` (an interrupted ranker always goes on).
     """
     from recbole.utils import init_logger
 
@@ -229,7 +250,7 @@ def train_one(
                 control=True)
         config_dict["ranker_checkpoint"] = out["ranker_run"]["checkpoint"]
         config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=config_dict)
-    measured, trainer, test_data = _fit_and_test(config, throughput)
+    measured, trainer, test_data = _fit_and_test(config, throughput, run=run, resume=resume)
     out.update(measured)
     if ranker and not throughput:
         out["initial_test"] = as_floats(trainer.evaluate_initial(test_data, show_progress=False))
@@ -339,6 +360,8 @@ def run_benchmark(
             "ranker": ranker,
             "ranker_config_files": ranker_config_files,
             "ranker_control": ranker_control,
+            "run": run_id(key(model, seed)),
+            "resume": resume,
         }
         started = time.perf_counter()
         code_at_start = git_sha()
@@ -368,7 +391,7 @@ def run_benchmark(
             record.update(environment(measured["device_type"]), status="ok", **measured)
         else:
             record.update(environment(), status="failed", error=proc.stderr.strip()[-4000:])
-        record["wall_time_s"] = time.perf_counter() - started
+        record["wall_time_s"] = time.perf_counter() - started + record.get("prior_run_time_s", 0.0)
         if (record["git_sha"], record["git_dirty"]) != code_at_start:
             # The checkout moved while the run went on: the code that ran is the start's, and
             # a later edit may have reached it through a late import, so the record counts as dirty.
@@ -400,7 +423,7 @@ def benchmark_main(argv: list[str]) -> int:
     p.add_argument("--ranker_control", action="store_true",
                    help="re-rankers only: also retrain the ranker on train + the validation-point rows the "
                         "re-ranker learns from (the control row '<ranker> (train + validation)')")
-    p.add_argument("--resume", action="store_true", help="skip runs already recorded as ok in --out")
+    p.add_argument("--resume", action="store_true", help="skip runs already recorded as ok in --out; continue an interrupted run from its last epoch")
     p.add_argument("--no-progress", action="store_true")
     args, extra = p.parse_known_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -451,6 +474,8 @@ def _child(job: dict, overrides: list[str]) -> int:
         job.get("ranker"),
         job.get("ranker_config_files"),
         job.get("ranker_control", False),
+        job.get("run"),
+        job.get("resume", False),
     )
     print(json.dumps(result))
     return 0

@@ -8,9 +8,10 @@ import time
 import torch
 
 
-def time_epochs(trainer) -> list[float]:
-    """Wrap ``trainer._train_epoch`` so each call's wall time is appended to the returned list."""
-    times: list[float] = []
+def time_epochs(trainer, before: list[float] | None = None) -> list[float]:
+    """Wrap ``trainer._train_epoch`` so each call's wall time is appended to the returned
+    list (which starts with ``before``: the times of a resumed run's earlier epochs)."""
+    times: list[float] = list(before or [])
     train_epoch = trainer._train_epoch
 
     def timed(*args, **kwargs):
@@ -25,14 +26,15 @@ def time_epochs(trainer) -> list[float]:
     return times
 
 
-def record_curve(trainer) -> list[dict]:
+def record_curve(trainer, before: list[dict] | None = None) -> list[dict]:
     """Wrap ``trainer._train_epoch`` and ``trainer._valid_epoch`` (RecBole's per-epoch
     steps, which every trainer's ``fit`` calls, re-rankers' included) so each epoch appends
     ``{"epoch", "train_loss", "valid" (metrics, when validated), "valid_score", "wall_s"}``
     to the returned list; ``wall_s``: seconds from this call to the end of the epoch's
-    validation (or of its training, when it was not validated)."""
-    curve: list[dict] = []
-    start = time.perf_counter()
+    validation (or of its training, when it was not validated). ``before``: a resumed run's
+    points so far; the new points' ``wall_s`` go on from the last of them."""
+    curve: list[dict] = list(before or [])
+    start = time.perf_counter() - (curve[-1]["wall_s"] if curve else 0.0)
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
 
     def train(train_data, epoch_idx, *args, **kwargs):
