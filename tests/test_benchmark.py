@@ -364,6 +364,18 @@ def test_rows_at_the_epoch_cap_are_marked_not_converged_and_curves_are_drawn(tmp
     assert convergence([{**old, "config": {"epochs": 12, "stopping_step": 10}}]) == "unknown (not recorded)"
 
 
+def test_logloss_over_sampled_negatives_is_explained_under_its_table():
+    sampled = {"eval_args": {"mode": {"valid": "uni100", "test": "uni100"}}, "train_neg_sample_args": {"sample_num": 1}}
+    records = [_curve_record("DIN", s, True, test={"auc": 0.7 + s / 100, "logloss": 0.3}) for s in (1, 2)]
+    for r in records:
+        r["config"] = {**r["config"], **sampled}
+    text = "\n".join(train_table("taobao", records))
+    assert "its 100 sampled negatives (1 positive in 101), while training saw 1 negative(s) per positive" in text
+    for r in records:  # full ranking, or no sampled negatives: no such note
+        r["config"]["eval_args"] = {"mode": "full"}
+    assert "sampled negatives" not in "\n".join(train_table("taobao", records))
+
+
 def test_mean_curve_averages_the_seeds_that_reached_each_epoch():
     from recbole_attn.benchmark.plots import mean_curve
 

@@ -231,6 +231,28 @@ def _best(summary: dict[str, dict], metric: str) -> set[str]:
     return {m for m, v in means.items() if v == top}
 
 
+def logloss_note(records: list[dict]) -> list[str]:
+    """What LogLoss measures where the test rows are each held-out item and its sampled
+    negatives (``eval_args`` mode ``uniN`` / ``popN``) and training saw another ratio."""
+    ratios = set()
+    for r in records:
+        config = r.get("config") or {}
+        mode = ((config.get("eval_args") or {}).get("mode") or {})
+        mode = mode.get("test") if isinstance(mode, dict) else mode
+        train = (config.get("train_neg_sample_args") or {}).get("sample_num")
+        if isinstance(mode, str) and mode[:3] in ("uni", "pop") and mode[3:].isdigit() and train:
+            ratios.add((int(mode[3:]), train))
+    if len(ratios) != 1:
+        return []
+    ((test, train),) = ratios
+    return [
+        f"LogLoss is over each held-out item and its {test} sampled negatives (1 positive in {test + 1}),"
+        f" while training saw {train} negative(s) per positive: a low LogLoss here means low scores on"
+        " the sampled negatives, not probabilities calibrated to the data's positive rate; rank by AUC and GAUC.",
+        "",
+    ]
+
+
 def train_table(dataset: str, records: list[dict], per_row: bool = False) -> list[str]:
     """A table's markdown: header, settings, command(s) (one per row with ``per_row``), rows."""
     summary = summarise(records)
@@ -248,6 +270,7 @@ def train_table(dataset: str, records: list[dict], per_row: bool = False) -> lis
         " run before the epoch cap; *not converged*: a run reached the cap first, its metric may"
         " still have been rising; *unknown*: runs recorded before this was kept.",
         "",
+        *(logloss_note(records) if "logloss" in metrics else []),
         *commands(records, per_row),
         "| model | runs | " + " | ".join(metrics)
         + " | epochs | converged | s/epoch (median per run; mean ± std) | peak memory MiB | parameters |",
