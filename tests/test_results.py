@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_attn.benchmark.report import initial_lists, report_main
+from recbole_attn.benchmark.report import _settings, initial_lists, report_main
 from recbole_attn.benchmark.results import is_reference, load_paper_claims
 from recbole_attn.benchmark.runner import benchmark_main
 from recbole_attn.data.rerank import train_and_validation_loaders, validation_point_loaders
@@ -114,6 +114,18 @@ def test_results_page_from_the_reference_records_only(records_dir, tmp_path):
     # the overview counts the rows that converged
     assert "| ml-100k, protocol ref-ml-100k | 5 | 13 | 1/3 | 4/5 |" in text
     assert "- BERT4Rec on ml-100k, seed 4: `RuntimeError: boom`" in text
+
+
+def test_a_setting_the_rows_do_not_share_is_stated_per_row():
+    """The cloze models read one position more: the header says which rows read 21, not nothing."""
+    def length(r, n):
+        return {**r, "config": {**r["config"], "MAX_ITEM_LIST_LENGTH": n}}
+    records = [length(rec("SASRec", 1, 0.1), 20), length(rec("GRU4Rec", 1, 0.1), 20),
+               length(rec("BERT4Rec", 1, 0.1), 21), length(rec("BERT4Rec", 2, 0.1), 21)]
+    text = _settings(records)
+    assert "MAX_ITEM_LIST_LENGTH=20 (GRU4Rec, SASRec) or 21 (BERT4Rec)" in text
+    assert "epochs=200" in text  # a shared value stays one value
+    assert "MAX_ITEM_LIST_LENGTH=20;" in _settings(records[:2]) + ";"
 
 
 def test_results_page_says_how_much_of_the_grid_is_recorded(records_dir, tmp_path):

@@ -155,7 +155,20 @@ def _settings(records: list[dict]) -> str:
         value = _shared_value(records, key, key_cfg=True)
         if value is not None:
             parts.append(f"{key}={value}")
+        elif key != "eval_args":
+            parts.append(_per_row(records, key))
     return "; ".join(parts)
+
+
+def _per_row(records: list[dict], key: str) -> str:
+    """A config value the rows of a group do not share, as ``key=V1 (rows) or V2 (rows)``,
+    the value of most rows first: e.g. the cloze models' extra position, so the header
+    still states every row's length."""
+    rows: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        rows[json.dumps(r.get("config", {}).get(key), sort_keys=True)].add(label(r))
+    ordered = sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return f"{key}=" + " or ".join(f"{json.loads(v)} ({', '.join(sorted(names))})" for v, names in ordered)
 
 
 def shell_quote(arg: str) -> str:
