@@ -125,6 +125,7 @@ def test_a_setting_the_rows_do_not_share_is_stated_per_row():
     text = _settings(records)
     assert "MAX_ITEM_LIST_LENGTH=20 (GRU4Rec, SASRec) or 21 (BERT4Rec)" in text
     assert "epochs=200" in text  # a shared value stays one value
+    assert "train_batch_size" not in text  # a key no record has is not a setting
     assert "MAX_ITEM_LIST_LENGTH=20;" in _settings(records[:2]) + ";"
 
 

@@ -137,13 +137,23 @@ def data_note(records: list[dict]) -> list[str]:
     return [f"`{DATA}` (`--data_path`): the folder that holds " + "; and ".join(parts) + ".", ""]
 
 
+def _rows_by_value(records: list[dict], key: str, key_cfg: bool = False) -> dict[str, set[str]]:
+    """The rows (``label``) of a group per value of ``key`` (of the record, or of its config
+    with ``key_cfg``), each value as its JSON text."""
+    rows: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        rows[json.dumps(r.get("config", {}).get(key) if key_cfg else r.get(key), sort_keys=True)].add(label(r))
+    return rows
+
+
 def _shared_value(records: list[dict], key: str, key_cfg: bool = False):
-    values = {json.dumps(r.get("config", {}).get(key) if key_cfg else r.get(key), sort_keys=True) for r in records}
-    return json.loads(values.pop()) if len(values) == 1 else None
+    values = _rows_by_value(records, key, key_cfg)
+    return json.loads(next(iter(values))) if len(values) == 1 else None
 
 
 def _settings(records: list[dict]) -> str:
-    """The settings every run of a group shares: config files, overrides, key config values."""
+    """The settings of a group's runs: config files, overrides, key config values (one value
+    where every run shares it, else each value with its rows)."""
     parts = []
     config_files = _shared_value(records, "config_files")
     if config_files:
@@ -152,23 +162,15 @@ def _settings(records: list[dict]) -> str:
     if overrides:
         parts.append("overrides `" + " ".join(shell_quote(portable(o)) for o in overrides) + "`")
     for key in ("eval_args", "MAX_ITEM_LIST_LENGTH", "train_batch_size", "epochs", "stopping_step"):
-        value = _shared_value(records, key, key_cfg=True)
-        if value is not None:
-            parts.append(f"{key}={value}")
-        elif key != "eval_args":
-            parts.append(_per_row(records, key))
+        rows = _rows_by_value(records, key, key_cfg=True)
+        if len(rows) == 1:
+            value = json.loads(next(iter(rows)))
+            if value is not None:
+                parts.append(f"{key}={value}")
+        elif key != "eval_args":  # a value the rows do not share, per row (the cloze models' extra position)
+            ordered = sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))  # the value of most rows first
+            parts.append(f"{key}=" + " or ".join(f"{json.loads(v)} ({', '.join(sorted(names))})" for v, names in ordered))
     return "; ".join(parts)
-
-
-def _per_row(records: list[dict], key: str) -> str:
-    """A config value the rows of a group do not share, as ``key=V1 (rows) or V2 (rows)``,
-    the value of most rows first: e.g. the cloze models' extra position, so the header
-    still states every row's length."""
-    rows: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        rows[json.dumps(r.get("config", {}).get(key), sort_keys=True)].add(label(r))
-    ordered = sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    return f"{key}=" + " or ".join(f"{json.loads(v)} ({', '.join(sorted(names))})" for v, names in ordered)
 
 
 def shell_quote(arg: str) -> str:
