@@ -127,6 +127,8 @@ def test_a_setting_the_rows_do_not_share_is_stated_per_row():
     assert "epochs=200" in text  # a shared value stays one value
     assert "train_batch_size" not in text  # a key no record has is not a setting
     assert "MAX_ITEM_LIST_LENGTH=20;" in _settings(records[:2]) + ";"
+    budgets = [{**r, "config": {**r["config"], "epochs": n}} for r, n in zip(records, (35, 5, 35, 5))]
+    assert "epochs=5 (BERT4Rec, GRU4Rec) or 35 (BERT4Rec, SASRec)" in _settings(budgets)  # ties by value, not text
 
 
 def test_results_page_says_how_much_of_the_grid_is_recorded(records_dir, tmp_path):

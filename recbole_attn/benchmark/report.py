@@ -151,6 +151,13 @@ def _shared_value(records: list[dict], key: str, key_cfg: bool = False):
     return json.loads(next(iter(values))) if len(values) == 1 else None
 
 
+def _value_order(text: str) -> tuple:
+    """Sort key of a JSON value's text: numbers by value (5 before 35), then the others by text."""
+    value = json.loads(text)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, value, "") if number else (1, 0, text)
+
+
 def _settings(records: list[dict]) -> str:
     """The settings of a group's runs: config files, overrides, key config values (one value
     where every run shares it, else each value with its rows)."""
@@ -168,7 +175,7 @@ def _settings(records: list[dict]) -> str:
             if value is not None:
                 parts.append(f"{key}={value}")
         elif key != "eval_args":  # a value the rows do not share, per row (the cloze models' extra position)
-            ordered = sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))  # the value of most rows first
+            ordered = sorted(rows.items(), key=lambda kv: (-len(kv[1]), _value_order(kv[0])))  # most rows first
             parts.append(f"{key}=" + " or ".join(f"{json.loads(v)} ({', '.join(sorted(names))})" for v, names in ordered))
     return "; ".join(parts)
 
