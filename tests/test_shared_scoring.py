@@ -108,3 +108,32 @@ def test_split_first_layer_equals_the_unit_on_the_concatenated_input(hidden):
         assert torch.allclose(all_weights[:, c], weights, atol=1e-5)
         assert torch.allclose(all_pooled[:, c], pooled, atol=1e-5)
     assert not torch.allclose(all_weights[:, 0], all_weights[:, 1], atol=1e-3)  # candidates differ
+
+
+@pytest.mark.parametrize("case", ["ATRank", "ATRank-paper"])
+def test_atrank_training_shares_the_history_encoding_with_the_same_loss_and_gradients(case):
+    """Without dropout, a training batch's sampled negatives repeat their positive's history and
+    ATRank encodes it once: the loss and every gradient equal encoding row by row."""
+    model, train_data, _ = trained(case)
+    batch = next(iter(train_data))
+    histories = torch.cat([batch["item_id_list"], batch["timestamp"].unsqueeze(1)], 1)
+    assert len(histories.unique(dim=0)) < len(batch)  # rows share histories: sharing is exercised
+    model.train()
+    calls = []
+    encode = model._encode
+    model._encode = lambda items, *rest: calls.append(len(items)) or encode(items, *rest)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    shared, shared_grads = loss_and_grads()
+    assert calls[-1] < len(batch)  # encoded once per distinct history
+    model.dropout_prob = 0.5  # the rule alone (the modules' p stays 0): rows get their own masks
+    single, single_grads = loss_and_grads()
+    assert calls[-1] == len(batch)
+    assert (shared - single).abs() <= 1e-6 and shared_grads.keys() == single_grads.keys()
+    for name, grad in single_grads.items():
+        assert (shared_grads[name] - grad).abs().max() <= 1e-6 * max(1.0, grad.abs().max().item()), name

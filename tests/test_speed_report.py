@@ -29,6 +29,12 @@ def test_tables_from_floor_and_pairs_records(tmp_path):
     assert "| AttnDIN (torch_compile=True) | ml-100k | 4 (8192) | 2.00 | 1.60 | 1.90 | 0.20 | **1.25** | yes | `aaaaaaaa` |" in text
     assert "| BST | ml-100k | 20 x 1683 | 2,432 | `bbbbbbbb`* |" in text
     assert "| BST | ml-100k | 95,243 | 40.0 | 2,381 | `bbbbbbbb`* |" in text
+    assert f"speed_report {tmp_path} --doc {doc}` from" in text  # the command that wrote it
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Findings\n\nhand-written\n")
+    render([tmp_path], doc, notes)
+    text = doc.read_text()
+    assert f"--doc {doc} --notes {notes}` from" in text and text.endswith("## Findings\n\nhand-written\n")
 
 
 def test_compile_table_from_compile_records(tmp_path):

@@ -184,11 +184,14 @@ class ATRank(SequentialRecommender):
     def encode_history(self, interaction, need_weights: bool = False):
         """C [B, L, H], mask [B, L] and per-space self-attention A [n_layers][B, K, L, L] (or Nones).
 
-        In eval mode (no dropout) without weights, the blocks run once per distinct
-        history (a labelled batch scores ~100 items against each), then C is spread back;
-        not while an explanation records the weights of every row."""
+        Without dropout (eval mode, or ``dropout_prob`` 0 in training) and without weights,
+        the blocks run once per distinct history, then C is spread back: a labelled batch
+        scores ~100 items against each, a training batch's sampled negatives repeat their
+        positive's history (the same values and gradients, at half the cost with one
+        negative); not while an explanation records the weights of every row."""
         items, actions, buckets, mask = self.history(interaction)
-        if not (self.training or need_weights or capture.active()):
+        stochastic = self.training and self.dropout_prob > 0  # rows of one history get their own masks
+        if not (stochastic or need_weights or capture.active()):
             rows, inverse = distinct_rows(torch.cat([items, actions, buckets, mask.long()], 1))
             if len(rows) < len(inverse):
                 c, _, _ = self._encode(items[rows], actions[rows], buckets[rows], mask[rows], False)
