@@ -10,61 +10,43 @@ it; where the paper's text differs, the paper is an option (AttnDIEN.yaml).
 
 Deviations from the paper and the code:
 
-- Data: RecBole's sequential pipeline gives one sample per prefix of a user's history
-  (``item_id_list`` [B, L], right-padded, plus the target ``item_id``); negatives of the
-  CTR task are items sampled by RecBole's ``train_neg_sample_args`` (label 0), the
-  positives are the clicked next items (label 1). Evaluation: RecBole's labelled
-  protocol with sampled negatives, AUC, GAUC and LogLoss (see AttnDIEN.yaml).
-- Auxiliary-loss negatives are drawn afresh every training batch on the model's device,
-  uniformly over the items (the paper's code reads a negative drawn once per sample when
-  the data were written; RecBole's DIEN draws them once for the whole dataset).
-  Guarantee: a negative that enters the loss is never the padding item, never the
-  positive it is paired with, and never an item the same user clicked anywhere in this
-  batch (the history of any of that user's rows, or the target of a row with label 1).
-  Draws that hit such an item are redrawn, up to ``aux_neg_max_tries`` times; a position
-  whose draws all failed is left out of the auxiliary loss (never used with a clicked
-  item). Items the user clicked outside the batch are not excluded.
-- The auxiliary loss covers pairs (h_t, e_{t+1}) inside the history (t = 1..T-1),
-  averaged over the real positions of the distinct (user, history) rows of the batch: a
-  sampled negative row repeats its positive's history and is counted once (the interest
-  extractor also runs once per distinct history, in training and evaluation). The
-  target of a sample is not used as e_{T+1} (its label may be 0).
-- Auxiliary net: BatchNorm -> MLP ``aux_mlp`` (paper code: 100-50, sigmoid) -> one
-  logit, as the paper's code (which ends in a 2-way softmax, the same model as one
-  sigmoid logit). BatchNorm sees only the real positions.
-- Attention in the interest-evolving layer: the code's ``din_fcn_attention``: the
-  query q = PReLU(W e_a + b) (slopes init 0.1; ``attention_query_proj: True``), then
-  DIN's activation unit over [h_t, q, h_t - q, h_t * q] -> MLP -> softmax over the real
-  positions; eq. (8) of the paper writes a bilinear form h_t W e_a.
-- The GRU hidden size equals the behaviour-embedding size D (the paper's code: 36 =
-  item + category embedding), so the attention can compare h_t with the target.
-- Final MLP input: [user features, e_a, sum_t e_t, e_a * sum_t e_t, h'_T] as in the
-  paper's code, normalised as its ``build_fcn_net`` (``mlp_input_norm``); MLP 200-80
-  with Dice, then one logit (the paper's code: a 2-way softmax). Sigmoid only in
-  ``predict``. sum_t e_t runs over the real items (the code sums the padded positions'
-  embeddings too).
-- ``mlp_input_norm: batch`` trains the input normalisation as BatchNorm (batch
-  statistics in training, running statistics at inference); the code calls
-  ``tf.layers.batch_normalization`` without ``training=True``, so its graph computes a
-  learned per-channel affine (``affine`` reproduces it; the same holds for the auxiliary
-  net's BatchNorm, which is trained here as BatchNorm). ``none``: the paper (no
-  normalisation mentioned).
-- Dice uses batch statistics in training and running statistics at inference; the
-  code's ``dice`` normalises with the statistics of the current batch at inference too
-  (a score would depend on the other rows of its batch).
-- ``gru_type: GRU`` is the paper's "two-layer GRU + attention" baseline: a second GRU
-  over the interests, then attention pooling sum_t a_t h'_t of its states.
-- The interest extractor is ``nn.GRU`` over the right-padded histories (a real
-  position's state never reads the padding after it; the padded states are zeroed); the
-  evolving cells are our own, batch-vectorised and looped over time, a padded step
-  keeps the state. All weights are initialised by ``_init_weights`` (xavier-normal
-  matrices, per gate for ``nn.GRU``, and embeddings; zero biases), as RecBole's DIEN
-  initialises its embeddings and linear layers; the GRU weights included. The code's
-  embedding and dense weights use TensorFlow's default ``glorot_uniform``, the same
-  variance 2 / (rows + width) as Xavier normal; its ``GRUCell`` starts the reset and
-  update gate biases at 1 (here 0; not measured).
-- ``use_user_id`` adds a user id embedding to the final MLP input (the paper's code
-  does); user profile features (``user_fields``) are added as in DIN.
+- Data: RecBole's sequential pipeline, one sample per prefix of a user's history
+  (``item_id_list`` [B, L], right-padded, target ``item_id``); label-0 rows are items
+  sampled by ``train_neg_sample_args``. Evaluation: RecBole's labelled protocol with
+  sampled negatives, AUC, GAUC and LogLoss (AttnDIEN.yaml).
+- Auxiliary-loss negatives are drawn afresh every batch, uniformly over the real items
+  (the code reads one drawn when the data were written; RecBole's DIEN draws once per
+  dataset), never an item the same user clicked in this batch (``unclicked_negatives``;
+  redrawn up to ``aux_neg_max_tries`` times, a position whose draws all fail is left out).
+  Items clicked outside the batch are not excluded.
+- The auxiliary loss covers pairs (h_t, e_{t+1}), t = 1..T-1, averaged over the real
+  positions of the batch's distinct (user, history) rows (a sampled negative repeats its
+  positive's history and counts once; the extractor also runs once per distinct
+  history). The target is not used as e_{T+1} (its label may be 0). Auxiliary net:
+  BatchNorm (real positions only) -> MLP ``aux_mlp`` (code: 100-50, sigmoid) -> one
+  logit, the same model as the code's 2-way softmax.
+- Attention: the code's ``din_fcn_attention``, q = PReLU(W e_a + b) (slopes 0.1,
+  ``attention_query_proj``), DIN's unit over [h_t, q, h_t - q, h_t * q], softmax over
+  the real positions; eq. (8) writes a bilinear h_t W e_a.
+- GRU hidden size = behaviour-embedding size D (code: 36), so attention compares h_t
+  with the target.
+- Final MLP input [user, e_a, sum_t e_t, e_a * sum_t e_t, h'_T] (the code's), normalised
+  as its ``build_fcn_net`` (``mlp_input_norm``); MLP 200-80 with Dice, one logit, sigmoid
+  only in ``predict``. sum_t e_t runs over real items (the code adds padded positions).
+- ``mlp_input_norm: batch`` trains BatchNorm (running statistics at inference). The code
+  calls ``tf.layers.batch_normalization`` without ``training=True``, so its graph is a
+  learned per-channel affine (``affine``; its auxiliary BatchNorm too, trained here as
+  BatchNorm). ``none``: the paper. Dice uses running statistics at inference (the code's
+  uses the current batch's, so a score would depend on the other rows).
+- ``gru_type: GRU`` is the paper's "two-layer GRU + attention" baseline (attention pooling
+  of a second GRU's states).
+- Extractor: ``nn.GRU`` over right-padded histories (real states never read padding;
+  padded states zeroed); the evolving cells are ours, looped over time, a padded step
+  keeps the state. ``_init_weights``: Xavier normal (per gate for ``nn.GRU``), zero
+  biases, as RecBole's DIEN; the code's ``glorot_uniform`` has the same variance, and its
+  ``GRUCell`` starts the gate biases at 1 (here 0; not measured).
+- ``use_user_id`` adds a user id embedding to the final MLP input (the code does);
+  ``user_fields`` as in DIN.
 """
 
 from __future__ import annotations
@@ -101,9 +83,9 @@ class AttnDIEN(SequentialRecommender):
     r"""DIEN (Zhou et al., AAAI 2019): interest extractor GRU with an auxiliary loss, and an
     interest-evolving layer driven by attention to the target item.
 
-    Equations of the paper -> methods (B batch, L history length, D behaviour-embedding
-    size = GRU hidden size, N items, C items per chunk; ``evolve``, ``evolve_shared``,
-    ``AttentionalGRU`` and ``unclicked_negatives`` are in ``recbole_attn.model.interest_evolution``):
+    Equations -> methods (B batch, L history length, D embedding = GRU size, N items;
+    ``evolve``, ``evolve_shared``, ``AttentionalGRU``, ``unclicked_negatives`` live in
+    ``recbole_attn.model.interest_evolution``):
 
     - Behaviour and target embedding e = [id ⊕ item features] -> ``item_embedding``.
     - Interest extractor (eq. 1-4): h_t = GRU(e_t) over the real items ->
@@ -206,9 +188,7 @@ class AttnDIEN(SequentialRecommender):
         """Interest extractor: embeddings e [B, L, D], states h [B, L, D] (0 at padding), mask [B, L]."""
         mask = self.history_mask(item_seq, item_seq_len)
         emb = self.item_embedding(item_seq) * mask.unsqueeze(-1)
-        # right-padded: a state depends on earlier steps only, so the real positions' states
-        # are those of packed sequences (packing's backward fills and adds a full-size
-        # gradient per step on a CPU: 2.5-3x slower); the padded ones are zeroed
+        # right-padded, so real states equal packed sequences' (packing: 2.5-3x slower on a CPU)
         h, _ = self.extractor(emb)
         return emb, h * mask.unsqueeze(-1), mask
 
