@@ -44,8 +44,8 @@ Deviations from the paper and the code:
   padded states zeroed); the evolving cells are ours, looped over time, a padded step
   keeps the state. ``_init_weights``: Xavier normal for embeddings and matrices (per
   gate for ``nn.GRU``), zero biases, as RecBole's DIEN; the code's ``glorot_uniform``
-  has the same variance, and its
-  ``GRUCell`` starts the gate biases at 1 (here 0; not measured).
+  has the same variance, and its ``GRUCell`` starts the gate biases at 1 (here 0; not
+  measured).
 - ``use_user_id`` adds a user id embedding to the final MLP input (the code does);
   ``user_fields`` as in DIN.
 """
