@@ -431,3 +431,12 @@ def test_printed_commands_name_the_data_folder_DATA_and_each_table_says_how_to_m
     readme = (REPO / "README.md").read_text()
     for dataset, convert in CONVERT.items():
         assert convert.replace("--out DATA", "--out data/") in readme, dataset
+
+
+def test_train_losses_of_very_different_sizes_are_drawn_on_a_log_axis():
+    from recbole_attn.benchmark.plots import loss_scale
+
+    assert loss_scale([[27000.0, 6000.0], [350.0, 260.0]]) == "log"  # a summed pairwise loss beside a CE loss
+    assert loss_scale([[350.0, 260.0], [70.0, 45.0]]) == "linear"  # within 10x of each other
+    assert loss_scale([[1.0, -0.5], [300.0]]) == "linear"  # a negative loss has no log axis
+    assert loss_scale([[float("nan"), 300.0], [20.0]]) == "log" and loss_scale([]) == "linear"

@@ -91,6 +91,14 @@ def curve_metric(records: list[dict]) -> str | None:
     return None
 
 
+def loss_scale(losses: list[list[float]], span: float = 10.0) -> str:
+    """'log' when the rows' train losses are all positive and differ by more than ``span``x
+    (each model sums its own loss, so one row can dwarf the others on a linear axis), else
+    'linear'."""
+    values = [v for row in losses for v in row if not math.isnan(v)]
+    return "log" if values and min(values) > 0 and max(values) > span * min(values) else "linear"
+
+
 def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]:
     """Learning curves of a table's rows whose records have them (one line per row, mean
     over seeds): validation metric vs epoch and vs wall time, train loss vs epoch; one PNG,
@@ -108,16 +116,18 @@ def plot_curves(dataset: str, records: list[dict], plot_dir: Path) -> list[Path]
         if r.get("curve"):
             by_row[label(r)].append(r)
     fig, (ax_e, ax_t, ax_l) = plt.subplots(1, 3, figsize=(13, 3.8))
-    for i, (row, rs) in enumerate(sorted(by_row.items())):
-        c = mean_curve(rs, metric)
+    curves = {row: mean_curve(rs, metric) for row, rs in sorted(by_row.items())}
+    for i, (row, c) in enumerate(curves.items()):
         style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "linewidth": 1.2,
                  "marker": "o" if len(c["epoch"]) < 3 else None, "markersize": 4}  # a point alone shows
-        ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(rs)})", **style)
+        ax_e.plot(c["epoch"], c["valid"], label=f"{row} ({len(by_row[row])})", **style)
         ax_t.plot(c["wall_s"], c["valid"], **style)
         ax_l.plot(c["epoch"], c["train_loss"], **style)
     ax_e.set(xlabel="epoch", ylabel=f"valid {metric}", title=f"valid {metric} vs epoch")
     ax_t.set(xlabel="seconds since training start", ylabel=f"valid {metric}", title=f"valid {metric} vs wall time")
-    ax_l.set(xlabel="epoch", ylabel="train loss", title="train loss vs epoch")
+    scale = loss_scale([c["train_loss"] for c in curves.values()])
+    ax_l.set_yscale(scale)
+    ax_l.set(xlabel="epoch", ylabel="train loss", title="train loss vs epoch" + (" (log scale)" if scale == "log" else ""))
     for ax in (ax_e, ax_t, ax_l):
         ax.grid(alpha=0.3)
     fig.legend(*ax_e.get_legend_handles_labels(), loc="center right", fontsize=7, title="row (runs)", title_fontsize=7)
